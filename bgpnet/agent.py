@@ -1,0 +1,5 @@
+"""The node agent: one reconcile loop wiring datastore -> speaker -> kernel routes -> policy."""
+
+
+def register(sub) -> None:
+    pass

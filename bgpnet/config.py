@@ -1,0 +1,277 @@
+"""Typed agent config: load a YAML file, validate every field, and name file + field in every error.
+
+Each section is a dataclass. A field's `metadata["doc"]` is its one-line description (with units);
+`load_config` checks types, rejects unknown keys, then runs each section's `validate()` for
+cross-field rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import socket
+import types
+import typing
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import yaml
+
+from bgpnet.errors import ConfigError
+
+
+def doc(text: str, default=dataclasses.MISSING, default_factory=dataclasses.MISSING):
+    """A dataclass field with a one-line description."""
+    kw = {"metadata": {"doc": text}}
+    if default is not dataclasses.MISSING:
+        kw["default"] = default
+    if default_factory is not dataclasses.MISSING:
+        kw["default_factory"] = default_factory
+    return field(**kw)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = doc("node name, unique in the cluster (default: the host name)", "")
+    address: IPv4Interface | None = doc(
+        "BGP address with prefix length, e.g. 10.0.0.1/24; the prefix defines the node's own L2 subnet", None
+    )
+    interface: str = doc("interface to take the BGP address from when `address` is not given", "")
+    asn: int = doc("the node's AS number", 64512)
+    router_id: IPv4Address | None = doc("BGP router id (default: the BGP address)", None)
+    labels: dict[str, str] = doc("node labels, used by peer node selectors", default_factory=dict)
+
+    def validate(self, where: str) -> None:
+        if self.address is None and not self.interface:
+            raise ConfigError("give `address` (e.g. 10.0.0.1/24) or `interface` to detect it from", where)
+        if not 1 <= self.asn <= 4294967295:
+            raise ConfigError(f"asn {self.asn} is out of range 1..4294967295", f"{where}.asn")
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    address: IPv4Address = doc("the peer's address")
+    asn: int = doc("the peer's AS number")
+    name: str = doc("a name for logs and status (default: the address)", "")
+    passive: bool = doc("wait for the peer to connect instead of connecting", False)
+    hold_time: int | None = doc("hold time in seconds for this peer (default: bgp.hold_time)", None)
+    port: int = doc("the peer's TCP port", 179)
+    password_file: str = doc("file holding the TCP MD5 password (never logged)", "")
+    multihop: int = doc("eBGP multihop TTL; 0 means directly connected", 0)
+    source_address: IPv4Address | None = doc("local address for the session (default: the node's)", None)
+
+    def validate(self, where: str) -> None:
+        if not 1 <= self.asn <= 4294967295:
+            raise ConfigError(f"asn {self.asn} is out of range 1..4294967295", f"{where}.asn")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range 1..65535", f"{where}.port")
+        if self.hold_time is not None and self.hold_time != 0 and not 3 <= self.hold_time <= 65535:
+            raise ConfigError("hold_time must be 0 or 3..65535 seconds", f"{where}.hold_time")
+
+    @property
+    def label(self) -> str:
+        return self.name or str(self.address)
+
+
+@dataclass(frozen=True)
+class BgpConfig:
+    node_to_node_mesh: bool = doc("peer with every other node of the same AS found in the datastore", True)
+    hold_time: int = doc("BGP hold time in seconds (keepalive is a third of it)", 90)
+    graceful_restart: int = doc("graceful-restart time in seconds announced to peers; 0 disables", 120)
+    port: int = doc("TCP port the speaker listens on", 179)
+
+    def validate(self, where: str) -> None:
+        if self.hold_time != 0 and not 3 <= self.hold_time <= 65535:
+            raise ConfigError("hold_time must be 0 or 3..65535 seconds", f"{where}.hold_time")
+        if not 0 <= self.graceful_restart <= 4095:
+            raise ConfigError("graceful_restart must be 0..4095 seconds", f"{where}.graceful_restart")
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range 1..65535", f"{where}.port")
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    resync_interval: float = doc("seconds between full reads of the kernel to repair drift", 30.0)
+    eor_timeout: float = doc("seconds to wait for end-of-RIB from peers before the first route write", 10.0)
+
+    def validate(self, where: str) -> None:
+        if self.resync_interval <= 0:
+            raise ConfigError("resync_interval must be > 0 seconds", f"{where}.resync_interval")
+        if self.eor_timeout < 0:
+            raise ConfigError("eor_timeout must be >= 0 seconds", f"{where}.eor_timeout")
+
+
+@dataclass(frozen=True)
+class DatastoreConfig:
+    type: str = doc("`local` (a SQLite file) or `kubernetes`", "local")
+    path: str = doc("the local store's SQLite file", "/var/lib/bgpnet/store.db")
+
+    def validate(self, where: str) -> None:
+        if self.type not in ("local", "kubernetes"):
+            raise ConfigError(f"type must be `local` or `kubernetes`, not {self.type!r}", f"{where}.type")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    node: NodeConfig = doc("this node", default_factory=NodeConfig)
+    bgp: BgpConfig = doc("global BGP settings", default_factory=BgpConfig)
+    peers: list[PeerConfig] = doc("explicit BGP peers (routers, route reflectors)", default_factory=list)
+    pod_cidrs: list[IPv4Network] = doc("the node's pod CIDRs to announce (static; IPAM adds its blocks)",
+                                       default_factory=list)
+    routing: RoutingConfig = doc("kernel route programming", default_factory=RoutingConfig)
+    datastore: DatastoreConfig = doc("where cluster state lives", default_factory=DatastoreConfig)
+    run_dir: str = doc("directory for the speaker's socket, generated config and pid files", "/run/bgpnet")
+    source: str = doc("the file this config was read from (set by the loader)", "")
+
+    def validate(self, where: str) -> None:
+        seen: dict[IPv4Address, int] = {}
+        for i, peer in enumerate(self.peers):
+            if peer.address in seen:
+                raise ConfigError(f"peer {peer.address} is listed twice (also at peers[{seen[peer.address]}])",
+                                  f"{where}peers[{i}].address")
+            seen[peer.address] = i
+        for i, net in enumerate(self.pod_cidrs):
+            for j in range(i):
+                if net.overlaps(self.pod_cidrs[j]):
+                    raise ConfigError(f"{net} overlaps pod_cidrs[{j}] {self.pod_cidrs[j]}", f"{where}pod_cidrs[{i}]")
+
+
+# ---------------------------------------------------------------------------------------------- loader
+
+_SCALARS = {
+    IPv4Address: "an IPv4 address",
+    IPv4Network: "an IPv4 network (e.g. 10.244.0.0/16)",
+    IPv4Interface: "an IPv4 address with prefix length (e.g. 10.0.0.1/24)",
+}
+
+
+def _convert(tp, value, where: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(args[0], value, where)
+    if dataclasses.is_dataclass(tp):
+        return build(tp, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"expected a list, got {type(value).__name__}", where)
+        (item,) = typing.get_args(tp)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"expected a mapping, got {type(value).__name__}", where)
+        _, vt = typing.get_args(tp)
+        return {str(k): _convert(vt, v, f"{where}.{k}") for k, v in value.items()}
+    if tp in _SCALARS:
+        if not isinstance(value, str):
+            raise ConfigError(f"expected {_SCALARS[tp]}, got {value!r}", where)
+        try:
+            return tp(value) if tp is not IPv4Network else IPv4Network(value, strict=True)
+        except ValueError as e:
+            raise ConfigError(f"{value!r} is not {_SCALARS[tp]}: {e}", where) from None
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"expected true or false, got {value!r}", where)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"expected an integer, got {value!r}", where)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"expected a number, got {value!r}", where)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ConfigError(f"expected a string, got {value!r}", where)
+        return str(value)
+    raise TypeError(f"config type {tp} not handled")  # a bug in bgpnet, not in the file
+
+
+def build(cls, data, where: str = ""):
+    """Build dataclass `cls` from a mapping, checking every field; `where` prefixes error locations."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping, got {type(data).__name__}", where or "top level")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+    prefix = f"{where}." if where else ""
+    for key in data:
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f" (did you mean `{close[0]}`?)" if close else ""
+            raise ConfigError(f"unknown field `{key}`{hint}", f"{prefix}{key}")
+    kwargs = {}
+    for name, f in fields.items():
+        if name in data:
+            kwargs[name] = _convert(hints[name], data[name], f"{prefix}{name}")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError("required field is missing", f"{prefix}{name}")
+    obj = cls(**kwargs)
+    if hasattr(obj, "validate"):
+        obj.validate(where if cls is not AgentConfig else prefix)
+    return obj
+
+
+def detect_address(interface: str) -> IPv4Interface:
+    """The first IPv4 address (with prefix length) on `interface`."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        idx = ipr.link_lookup(ifname=interface)
+        if not idx:
+            raise ConfigError(f"interface {interface!r} does not exist", "node.interface")
+        for msg in ipr.get_addr(index=idx[0], family=socket.AF_INET):
+            return IPv4Interface(f"{msg.get_attr('IFA_ADDRESS')}/{msg['prefixlen']}")
+    raise ConfigError(f"interface {interface!r} has no IPv4 address", "node.interface")
+
+
+def resolve(cfg: AgentConfig) -> AgentConfig:
+    """Fill in what is detected at run time: node name, BGP address, router id."""
+    node = cfg.node
+    name = node.name or socket.gethostname()
+    address = node.address or detect_address(node.interface)
+    router_id = node.router_id or address.ip
+    node = dataclasses.replace(node, name=name, address=address, router_id=router_id)
+    return dataclasses.replace(cfg, node=node)
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read and validate a config file; raise ConfigError naming `path` and the field on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config: {e.strerror}", str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        loc = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ConfigError(f"not valid YAML: {getattr(e, 'problem', e)}", loc) from None
+    try:
+        cfg = build(AgentConfig, data)
+    except ConfigError as e:
+        raise ConfigError(e.message, f"{path}: {e.where}" if e.where else str(path)) from None
+    return dataclasses.replace(cfg, source=str(path))
+
+
+def describe_fields(cls=AgentConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(field path, default, doc) for every field: used to document the config file format."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name == "source":
+            continue
+        tp = hints[f.name]
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(tp):
+            out.extend(describe_fields(tp, f"{name}."))
+            continue
+        default = "" if f.default is dataclasses.MISSING else repr(f.default)
+        out.append((name, default, f.metadata.get("doc", "")))
+    return out

@@ -1,0 +1,5 @@
+"""`bgpnet felix ...` subcommands."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`bgpnet ipam ...` subcommands."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`bgpnet lab ...` subcommands."""
+
+
+def register(sub) -> None:
+    pass
