@@ -119,7 +119,8 @@ class LocalDatastore(Datastore):
             (rev,) = db.execute("SELECT revision FROM counter WHERE id = 0").fetchone()
             return str(rev)
         kinds = list(kinds)
-        q = "SELECT COALESCE(MAX(revision), 0) FROM kind_revision WHERE kind IN (%s)" % ",".join("?" * len(kinds))
+        marks = ",".join("?" * len(kinds))
+        q = f"SELECT COALESCE(MAX(revision), 0) FROM kind_revision WHERE kind IN ({marks})"
         (rev,) = db.execute(q, kinds).fetchone()
         return str(rev)
 
