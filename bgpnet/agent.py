@@ -14,14 +14,15 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
-from bgpnet.config import AgentConfig, load_config, resolve
+from bgpnet.config import AgentConfig, PeerConfig, build, load_config, resolve
 from bgpnet.datastore import base as kinds
 from bgpnet.datastore.base import Datastore, Object, open_datastore
 from bgpnet.errors import BgpnetError, ConfigError
+from bgpnet.filters import ImportRules, build_rules, select_imports
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,54 @@ POLICY_KINDS = (kinds.POD, kinds.NAMESPACE, kinds.NETWORK_POLICY)
 def node_record(cfg: AgentConfig) -> dict:
     """What this node publishes about itself in the datastore (read by the other nodes for the mesh)."""
     n = cfg.node
-    return {"address": str(n.address), "asn": n.asn, "router_id": str(n.router_id), "labels": dict(n.labels)}
+    return {"address": str(n.address), "asn": n.asn, "router_id": str(n.router_id), "labels": dict(n.labels),
+            "pod_cidrs": [str(c) for c in cfg.pod_cidrs]}
 
 
-def read_passwords(cfg: AgentConfig) -> dict[IPv4Address, str]:
+def all_peers(cfg: AgentConfig, peer_objects: Iterable[Object] = ()) -> list[PeerConfig]:
+    """Explicit peers that apply to this node: from the config file, then BGPPeer objects in the datastore.
+
+    A datastore peer with the same address as a config-file peer is ignored (the file wins); an invalid
+    one is logged with its name and skipped, the others still apply.
+    """
+    peers = [p for p in cfg.peers if p.applies_to(cfg.node)]
+    seen = {p.address for p in cfg.peers}
+    for obj in peer_objects:
+        try:
+            peer = build(PeerConfig, obj.spec, f"BGPPeer {obj.name}")
+        except ConfigError as e:
+            log.error("ignoring invalid datastore peer: %s", e)
+            continue
+        if peer.address not in seen and peer.applies_to(cfg.node):
+            peers.append(dataclasses.replace(peer, name=peer.name or obj.name))
+            seen.add(peer.address)
+    return peers
+
+
+def import_rules(cfg: AgentConfig, own: Iterable[IPv4Network], nodes: Iterable[Object],
+                 pools: Iterable[Object], blocks: Iterable[Object]) -> ImportRules:
+    """What peers may announce to us, from the datastore: pools, blocks, other nodes' pod CIDRs."""
+    def nets(values):
+        out = []
+        for v in values:
+            try:
+                out.append(IPv4Network(v))
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    pool_nets = nets(o.spec.get("cidr") for o in pools if not o.spec.get("disabled"))
+    block_nets = nets(o.spec.get("cidr") for o in blocks)
+    for n in nodes:
+        block_nets += nets(n.spec.get("pod_cidrs") or [])
+        block_nets += nets([n.spec["pod_cidr"]] if n.spec.get("pod_cidr") else [])
+    return build_rules(pool_nets, block_nets, own, cfg.bgp.import_allow)
+
+
+def read_passwords(cfg: AgentConfig, peers: Iterable[PeerConfig] | None = None) -> dict[IPv4Address, str]:
     """TCP MD5 passwords from their files; an unreadable file is a config error naming the peer."""
     out = {}
-    for i, peer in enumerate(cfg.peers):
+    for i, peer in enumerate(cfg.peers if peers is None else peers):
         if not peer.password_file:
             continue
         try:
@@ -52,8 +94,10 @@ def read_passwords(cfg: AgentConfig) -> dict[IPv4Address, str]:
     return out
 
 
-def desired_neighbors(cfg: AgentConfig, nodes: Iterable[Object], passwords: dict | None = None) -> list:
-    """BGP neighbours: every other node of the same AS (full mesh, if on) plus the explicit peers.
+def desired_neighbors(cfg: AgentConfig, nodes: Iterable[Object], passwords: dict | None = None,
+                      peers: Iterable[PeerConfig] | None = None) -> list:
+    """BGP neighbours: every other node of the same AS (full mesh, if on) plus the explicit peers
+    (default: the config file's peers that apply to this node).
 
     In the mesh both sides would connect and collide; the node with the lower router id connects and the
     other waits (passive).
@@ -80,7 +124,9 @@ def desired_neighbors(cfg: AgentConfig, nodes: Iterable[Object], passwords: dict
                 address=address, peer_asn=asn, local_address=me.address.ip, local_asn=me.asn,
                 router_id=me.router_id, name=obj.name, passive=int(me.router_id) > int(router_id),
                 hold_time=cfg.bgp.hold_time, graceful_restart=cfg.bgp.graceful_restart)
-    for peer in cfg.peers:
+    for peer in all_peers(cfg) if peers is None else peers:
+        if peer.address == me.address.ip:
+            continue
         out[peer.address] = Neighbor(
             address=peer.address, peer_asn=peer.asn, local_address=peer.source_address or me.address.ip,
             local_asn=me.asn, router_id=me.router_id, name=peer.label, passive=peer.passive,
@@ -140,6 +186,11 @@ class Agent:
         self._peers_rev = ""
         self.speaker = None
         self.rib = None
+        self.rules = ImportRules()
+        self.peer_configs: dict[IPv4Address, PeerConfig] = {}
+        self.adj_in: dict[IPv4Address, dict[IPv4Network, object]] = {}  # as received, before import policy
+        self.accepted: dict[IPv4Address, dict[IPv4Network, object]] = {}
+        self.rejected: dict[IPv4Address, dict[IPv4Network, str]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -217,9 +268,20 @@ class Agent:
         if not force and rev == self._peers_rev:
             return
         self._peers_rev = rev
-        nodes = await asyncio.to_thread(self.store.list, kinds.NODE)
-        neighbors = desired_neighbors(self.cfg, nodes, self._passwords)
+
+        def read():
+            return {k: self.store.list(k) for k in (kinds.NODE, kinds.BGP_PEER, kinds.IP_POOL, kinds.IPAM_BLOCK)}
+
+        objs = await asyncio.to_thread(read)
         prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
+        peers = all_peers(self.cfg, objs[kinds.BGP_PEER])
+        try:
+            passwords = read_passwords(self.cfg, peers)
+        except ConfigError as e:
+            log.error("peers not updated: %s", e)
+            return
+        neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers)
+        self.peer_configs = {p.address: p for p in peers}
         if neighbors != self.neighbors:
             added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
             removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
@@ -228,8 +290,7 @@ class Agent:
                 self.peer_status.setdefault(n.address, PeerStatus(str(n.address), n.name, n.peer_asn))
             for a in removed:
                 self.peer_status.pop(a, None)
-                if self.rib is not None:
-                    self.rib.drop_peer(a)
+                self._forget_peer(a, drop=True)
             if self.speaker is not None:
                 await self.speaker.set_neighbors(neighbors)
             if added or removed:
@@ -239,7 +300,43 @@ class Agent:
             self.prefixes = prefixes
             if self.speaker is not None:
                 self.speaker.set_announcements({p: {} for p in prefixes})
+        rules = import_rules(self.cfg, prefixes, objs[kinds.NODE], objs[kinds.IP_POOL], objs[kinds.IPAM_BLOCK])
+        if rules != self.rules:
+            self.rules = rules
+            for peer in list(self.adj_in):
+                self._import(peer)
         self._dirty.set()
+
+    def _forget_peer(self, peer: IPv4Address, drop: bool) -> None:
+        """Clear what we received from `peer`; with `drop`, its routes go from the RIB too."""
+        self.adj_in.pop(peer, None)
+        self.accepted.pop(peer, None)
+        self.rejected.pop(peer, None)
+        if drop and self.rib is not None:
+            self.rib.drop_peer(peer)
+
+    def _import(self, peer: IPv4Address) -> None:
+        """Run the import policy over everything `peer` sent and hand the RIB only the difference."""
+        from bgpnet.speaker.messages import Update
+
+        pc = self.peer_configs.get(peer)
+        rules = self.rules
+        if pc is not None and pc.accept_default:
+            rules = dataclasses.replace(rules, accept_default=True)
+        accepted, rejected, over = select_imports(self.adj_in.get(peer, {}).values(), rules,
+                                                  pc.max_prefixes if pc else 0)
+        prev = self.accepted.get(peer, {})
+        announce = tuple(p for pfx, p in accepted.items() if prev.get(pfx) is not p)
+        withdraw = tuple(pfx for pfx in prev if pfx not in accepted)
+        for pfx, reason in rejected.items():
+            if self.rejected.get(peer, {}).get(pfx) != reason:
+                log.warning("peer %s: rejected %s: %s", peer, pfx, reason)
+        self.accepted[peer], self.rejected[peer] = accepted, rejected
+        if announce or withdraw:
+            self.rib.apply(Update(peer, announce, withdraw))
+        if over and pc is not None and pc.max_prefixes_action == "teardown" and self.speaker is not None:
+            log.error("peer %s sent more than %d prefixes: closing the session", peer, pc.max_prefixes)
+            self.speaker.teardown(peer, f"max-prefixes {pc.max_prefixes} exceeded")
 
     async def _event_loop(self) -> None:
         while True:
@@ -255,7 +352,12 @@ class Agent:
         now = time.time()
         loop_now = asyncio.get_running_loop().time()
         if isinstance(event, m.Update):
-            self.rib.apply(event)
+            adj = self.adj_in.setdefault(event.peer, {})
+            for pfx in event.withdrawn:
+                adj.pop(pfx, None)
+            for path in event.announced:
+                adj[path.prefix] = path
+            self._import(event.peer)
         elif isinstance(event, m.PeerUp):
             st = self.peer_status.get(event.peer)
             if st:
@@ -268,10 +370,11 @@ class Agent:
             gr = self.cfg.bgp.graceful_restart
             if event.notification or not gr:
                 # A deliberate close: the peer's routes go now.
-                self.rib.drop_peer(event.peer)
+                self._forget_peer(event.peer, drop=True)
                 log.info("peer %s down (%s): its routes are withdrawn", event.peer, event.reason)
             else:
                 # The peer (or the link) failed: keep forwarding on its routes for the restart time.
+                self._forget_peer(event.peer, drop=False)
                 self.rib.mark_stale(event.peer)
                 self.stale_deadline[event.peer] = loop_now + gr
                 log.warning("peer %s lost (%s): keeping its routes as stale for %ds", event.peer, event.reason, gr)
@@ -290,6 +393,8 @@ class Agent:
             log.warning("peer %s notification %s/%s: %s", event.peer, event.code, event.subcode, event.reason)
         elif isinstance(event, m.SpeakerShutdown):
             # Our ExaBGP died; sessions are gone but the kernel keeps forwarding on what it learned.
+            for peer in list(self.adj_in):
+                self._forget_peer(peer, drop=False)
             self.rib.mark_stale(None)
             self.stale_deadline[None] = loop_now + max(self.cfg.bgp.graceful_restart, 1)
             for st in self.peer_status.values():
@@ -391,7 +496,6 @@ class Agent:
             self._write_status()
 
     def status(self, state: str = "running") -> dict:
-        counts = self.rib.counts() if self.rib is not None else {}
         peers = []
         for n in self.neighbors:
             st = self.peer_status.get(n.address) or PeerStatus(str(n.address), n.name, n.peer_asn)
@@ -399,7 +503,10 @@ class Agent:
                 "address": st.address, "name": st.name, "asn": st.asn,
                 "type": "ibgp" if n.peer_asn == self.cfg.node.asn else "ebgp",
                 "state": st.state, "since": st.since, "last_error": st.last_error,
-                "prefixes_received": counts.get(n.address, 0),
+                "prefixes_received": len(self.adj_in.get(n.address, {})),
+                "prefixes_accepted": len(self.accepted.get(n.address, {})),
+                "prefixes_rejected": len(self.rejected.get(n.address, {})),
+                "rejected": {str(k): v for k, v in sorted(self.rejected.get(n.address, {}).items())[:20]},
             })
         return {
             "node": self.cfg.node.name, "address": str(self.cfg.node.address), "asn": self.cfg.node.asn,
@@ -479,13 +586,16 @@ def format_status(st: dict) -> str:
     lines = [f"node {st['node']} {st['address']} AS {st['asn']}: {st['state']}"
              f"{'' if st['in_sync'] else ' (waiting for end-of-RIB)'}",
              f"announcing: {', '.join(st['announced']) or 'nothing'}", "",
-             f"{'PEER':<16} {'NAME':<12} {'AS':>6} {'TYPE':<5} {'STATE':<12} {'SINCE':>9} {'PREFIXES':>8}  INFO"]
+             f"{'PEER':<16} {'NAME':<12} {'AS':>10} {'TYPE':<5} {'STATE':<12} {'SINCE':>9} {'RCV/ACC/REJ':>13}  INFO"]
     now = time.time()
     for p in st["peers"]:
         age = int(now - p["since"])
         since = f"{age // 3600}h{age % 3600 // 60:02d}m" if age >= 3600 else f"{age // 60}m{age % 60:02d}s"
-        lines.append(f"{p['address']:<16} {p['name'][:12]:<12} {p['asn']:>6} {p['type']:<5} {p['state']:<12} "
-                     f"{since:>9} {p['prefixes_received']:>8}  {p['last_error']}")
+        counts = f"{p['prefixes_received']}/{p['prefixes_accepted']}/{p['prefixes_rejected']}"
+        lines.append(f"{p['address']:<16} {p['name'][:12]:<12} {p['asn']:>10} {p['type']:<5} {p['state']:<12} "
+                     f"{since:>9} {counts:>13}  {p['last_error']}")
+        for prefix, reason in p.get("rejected", {}).items():
+            lines.append(f"{'':<16} rejected {prefix}: {reason}")
     lines += ["", f"installed routes ({len(st['routes'])}):"] + [f"  {r}" for r in st["routes"]]
     if st["errors"]:
         lines += ["errors:"] + [f"  {e}" for e in st["errors"]]
@@ -537,4 +647,3 @@ def register(sub) -> None:
         p.set_defaults(func=func)
 
 
-__all__ = ["Agent", "desired_neighbors", "own_prefixes", "register", "Sequence"]
