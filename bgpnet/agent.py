@@ -495,7 +495,7 @@ class Agent:
                 self._dirty.set()
                 continue
             self.installed = desired
-            self.route_writes["add"] += result.added
+            self.route_writes["add"] += result.added + result.replaced
             self.route_writes["remove"] += result.removed
             self.route_write_errors += len(result.errors)
             self.apply_errors = [f"{r.describe()}: {err}" for r, err in result.errors]
@@ -505,7 +505,7 @@ class Agent:
                 self._dirty.set()
             else:
                 backoff = 0.5
-            if result.added or result.removed or result.errors:
+            if result.added or result.replaced or result.removed or result.errors:
                 log.info("routes: %s", result.summary())
             self.last_apply = result.summary()
             self._write_status()
