@@ -336,7 +336,7 @@ class Agent:
         if pc is not None and pc.accept_default:
             rules = dataclasses.replace(rules, accept_default=True)
         accepted, rejected, over = select_imports(self.adj_in.get(peer, {}).values(), rules,
-                                                  pc.max_prefixes if pc else 0)
+                                                  pc.max_prefixes if pc else 0, self.cfg.node.asn)
         prev = self.accepted.get(peer, {})
         announce = tuple(p for pfx, p in accepted.items() if prev.get(pfx) is not p)
         withdraw = tuple(pfx for pfx in prev if pfx not in accepted)
