@@ -243,6 +243,10 @@ class _Parser:
         if not kind:
             raise self.error("required field is missing (or set it in topology.defaults)", f"{where}.kind")
         layers = [defaults, kinds.get(kind, {}), own]
+        if kind == "bridge":
+            if any(k in layer for layer in layers[1:] for k in ("binds", "exec")):
+                raise self.error("a bridge node takes no binds or exec (it is only an L2 segment)", where)
+            layers[0] = {k: v for k, v in defaults.items() if k not in ("binds", "exec")}
         merged: dict = {"binds": {}, "env": {}, "labels": {}, "exec": (), "image": ""}
         for layer in layers:
             for bind in layer.get("binds", ()):  # a later layer's bind replaces one at the same container path
@@ -253,8 +257,6 @@ class _Parser:
                 merged["exec"] = layer["exec"]
             if "image" in layer:
                 merged["image"] = layer["image"]
-        if kind == "bridge" and (merged["binds"] or merged["exec"]):
-            raise self.error("a bridge node takes no binds or exec (it is only an L2 segment)", where)
         return Node(name=name, kind=kind, image=merged["image"], binds=tuple(merged["binds"].values()),
                     exec=tuple(merged["exec"]), env=merged["env"], labels=merged["labels"])
 
@@ -271,7 +273,7 @@ class _Parser:
         if node not in nodes:
             close = difflib.get_close_matches(node, list(nodes), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise self.error(f"node {node!r} is not defined{hint}", where)
+            raise self.error(f'node "{node}" is not defined{hint}', where)
         if not IFNAME_RE.match(ifname) or ifname == "lo":
             raise self.error(f"interface name {ifname!r} must be 1-15 letters, digits, `_`, `.` or `-`, not lo",
                              where)
