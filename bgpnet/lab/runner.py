@@ -184,7 +184,7 @@ class Lab:
                 lab.save()
                 raise LabError(f"lab {name} failed to come up: {e}\n(left as it is; remove it with "
                                f"`bgpnet lab down {name}`)") from e
-            log.warning("lab %s failed to come up, taking it down: %s", name, e)
+            log.warning("lab %s failed to come up, taking it down: %s", name, str(e).splitlines()[0] if str(e) else type(e).__name__)
             lab.down()
             if isinstance(e, BgpnetError):
                 raise LabError(f"lab {name} failed to come up (rolled back): {e}") from e
