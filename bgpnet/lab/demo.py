@@ -1,7 +1,8 @@
 """`make demo`: bring up containerlab/mesh3 as namespaces, wait for BGP to converge, and say what happened.
 
-Converged means: every FRR router has all its BGP sessions Established (`vtysh show bgp summary json`)
-and every bgpnet node has a route with protocol 201 for each other node's pod CIDR.
+Converged means: every FRR router has all its BGP sessions Established (`vtysh show bgp summary json`),
+every bgpnet node reports all its sessions established (its status.json) and has a route with protocol
+201 for each other node's pod CIDR (a route alone is not enough: it may come through the router).
 """
 
 from __future__ import annotations
@@ -38,6 +39,15 @@ def frr_session_gaps(router: str, summary: dict) -> list[str]:
         return [f"{router} (FRR) has no BGP neighbors configured"]
     return [f"{router} (FRR): session with {addr} (AS {p.get('remoteAs')}) is {p.get('state')}"
             for addr, p in peers.items() if p.get("state") != "Established"]
+
+
+def agent_session_gaps(node: str, status: dict | None) -> list[str]:
+    """What keeps a bgpnet node from being converged, from its agent's status.json (None: not written yet)."""
+    if status is None:
+        return [f"{node}: the agent has not written status.json yet"]
+    return [f"{node}: {p.get('type', '').upper() or 'BGP'} session with {p.get('address')} ({p.get('name')}) is "
+            f"{p.get('state')}" + (f" ({p['last_error']})" if p.get("last_error") else "")
+            for p in status.get("peers", []) if str(p.get("state", "")).lower() != "established"]
 
 
 def route_gaps(node: str, routes: list[str], expected: dict[str, list[IPv4Network]]) -> list[str]:
@@ -84,6 +94,7 @@ class Demo:
             except (RuntimeError, ValueError) as e:
                 out.append(f"{r} (FRR): vtysh failed: {e}")
         for n in self.agents:
+            out += agent_session_gaps(n, self.agent_status(n))
             out += route_gaps(n, self.node_routes(n), self.pod_cidrs)
         for name, node in self.lab.nodes.items():
             for proc in node.procs:
