@@ -295,14 +295,7 @@ class Speaker:
         if self._writer is not None:
             log.warning("a second relay connected; the newer one replaces the older")
             self._writer.close()
-        self._writer = writer
-        self._unacked = 0
-        log.info("ExaBGP API relay connected")
-        # a fresh ExaBGP has an empty adj-rib-out; a respawned relay may have missed commands: what we
-        # believe was sent becomes unknown, so everything desired is announced again
-        for sent in self._sent.values():
-            sent.update(dict.fromkeys(sent))
-        self._sync_all()
+        self._relay_connected(writer)
         try:
             while True:
                 try:
@@ -322,6 +315,16 @@ class Speaker:
                 self._writer = None
                 log.info("ExaBGP API relay disconnected")
             writer.close()
+
+    def _relay_connected(self, writer) -> None:
+        self._writer = writer
+        self._unacked = 0
+        log.info("ExaBGP API relay connected")
+        # a fresh ExaBGP has an empty adj-rib-out; a respawned relay may have missed commands: what we
+        # believe was sent becomes unknown, so everything desired is announced again
+        for sent in self._sent.values():
+            sent.update(dict.fromkeys(sent))
+        self._sync_all()
 
     def _on_line(self, line: str) -> None:
         text = line.strip()
