@@ -168,6 +168,7 @@ def exabgp_env(listen_address: IPv4Address | None, port: int, run_dir: Path) -> 
         "exabgp_log_packets": "false",
         "exabgp_log_routes": "false",
         "exabgp_log_configuration": "false",
+        "exabgp_log_statistics": "false",  # a line per keepalive otherwise
     }
 
 

@@ -46,6 +46,10 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # an ExaBGP that ran this long resets the backoff
 STOP_TIMEOUT = 10.0
 
+# ExaBGP 5.0.15's log lines (reactor/loop.py) at the end of a SIGUSR1 reload
+RELOAD_DONE = b"loaded new configuration successfully"
+RELOAD_FAILED = b"could not load/reload configuration"
+
 _MD5 = re.compile(r"(md5-password\s+)\S+")
 
 
@@ -158,8 +162,26 @@ class Speaker:
             sorted(map(str, set(old) - set(self._neighbors))) or "none",
         )
         if self.pid:
-            os.kill(self.pid, signal.SIGUSR1)
+            await self._reload()
         return True
+
+    async def _reload(self, timeout: float = 10.0) -> None:
+        """SIGUSR1, then wait for ExaBGP's log to say the reload is done, so callers act on the new set."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        os.kill(self.pid, signal.SIGUSR1)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                tail = f.read()
+            if RELOAD_DONE in tail:
+                log.info("ExaBGP reloaded its configuration")
+                return
+            if RELOAD_FAILED in tail:
+                log.error("ExaBGP could not reload its configuration; see %s", self.log_path)
+                return
+            await asyncio.sleep(0.05)
+        log.warning("ExaBGP did not confirm the reload within %.0fs; see %s", timeout, self.log_path)
 
     def set_announcements(self, prefixes: dict[IPv4Network, dict]) -> None:
         """Desired exported routes (prefix -> attributes such as {'communities': ['65000:1']}).
@@ -231,6 +253,8 @@ class Speaker:
         env = {**os.environ, **exabgp_env(self.listen_address, self.port, self.run_dir)}
         self._sent = {}
         self._shutdown_reported = False
+        if self.log_path.exists():  # keep the previous run's log for post-mortems, not every run's
+            os.replace(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
         logf = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child, closed below
         try:
             self._proc = await asyncio.create_subprocess_exec(

@@ -11,7 +11,7 @@ from bgpnet.lab.netns import veth
 from tests.integration.speaker_helpers import DemoPeer, announced, event, withdrawn
 
 A_IP, B_IP = "10.231.0.1", "10.231.0.2"
-A_NET, B_NET = "10.232.1.0/26", "10.232.2.0/26"
+A_NET, B_NET, X_NET = "10.232.1.0/26", "10.232.2.0/26", "10.232.9.0/26"
 
 
 def spec(run_dir, me, peer, my_asn, peer_asn, passive, announce, gr=120):
@@ -28,20 +28,28 @@ def spec(run_dir, me, peer, my_asn, peer_asn, passive, announce, gr=120):
 
 @pytest.fixture
 def pair(netns_factory, tmp_path):
-    """Start A (active, AS 65001) and B (passive, AS 65002); yields a factory taking graceful-restart time."""
+    """Start A (active, AS 65001) and B (passive, AS 65002); `pair(gr)` returns (a, b); `pair.restart_b()`
+    starts a fresh B in the same namespace."""
     made = []
+    nss = {}
+
+    def start_b(gr=120):
+        b = DemoPeer(nss["b"], spec(tmp_path / "b", B_IP, A_IP, 65002, 65001, True, {B_NET: {}}, gr),
+                     tmp_path / f"b{len(made)}.err")
+        made.append(b)
+        return b
 
     def start(gr=120):
-        a_ns, b_ns = netns_factory("a"), netns_factory("b")
-        veth(a_ns, "eth1", b_ns, "eth1")
-        a_ns.run("ip", "addr", "add", f"{A_IP}/24", "dev", "eth1")
-        b_ns.run("ip", "addr", "add", f"{B_IP}/24", "dev", "eth1")
-        a = DemoPeer(a_ns, spec(tmp_path / "a", A_IP, B_IP, 65001, 65002, False,
-                                {A_NET: {"communities": ["65001:7"]}}, gr), tmp_path / "a.err")
-        b = DemoPeer(b_ns, spec(tmp_path / "b", B_IP, A_IP, 65002, 65001, True, {B_NET: {}}, gr), tmp_path / "b.err")
-        made.extend([a, b])
-        return a, b
+        nss["a"], nss["b"] = netns_factory("a"), netns_factory("b")
+        veth(nss["a"], "eth1", nss["b"], "eth1")
+        nss["a"].run("ip", "addr", "add", f"{A_IP}/24", "dev", "eth1")
+        nss["b"].run("ip", "addr", "add", f"{B_IP}/24", "dev", "eth1")
+        a = DemoPeer(nss["a"], spec(tmp_path / "a", A_IP, B_IP, 65001, 65002, False,
+                                    {A_NET: {"communities": ["65001:7"]}}, gr), tmp_path / "a.err")
+        made.append(a)
+        return a, start_b(gr)
 
+    start.restart_b = start_b
     yield start
     for p in made:
         p.close()
@@ -106,3 +114,41 @@ def test_graceful_stop_is_silent(pair):
     down = b.wait(event("PeerDown", peer=A_IP), 20, mark, "PeerDown on B")
     assert down["notification"] is False
     assert b.find(withdrawn(A_NET), mark) is None
+
+
+def test_reload_keeps_unchanged_sessions_and_withdrawals_survive_a_flap(pair):
+    a, b = pair()
+    b.wait(announced(A_NET, A_IP), 40, what=f"{A_NET} on B")
+    neighbor_b = spec("", A_IP, B_IP, 65001, 65002, False, {})["neighbors"][0]
+    other = dict(neighbor_b, address="10.231.0.3", peer_asn=65003, passive=True)
+
+    # adding a neighbour reloads ExaBGP in place: B's session stays up
+    mark_b = b.mark()
+    mark_a = a.mark()
+    a.send({"neighbors": [neighbor_b, other]})
+    assert a.wait(event("reloaded"), 20, mark_a, "reload")["changed"] is True
+    a.send({"announce": {A_NET: {"communities": ["65001:7"]}, X_NET: {}}})
+    b.wait(announced(X_NET, A_IP), 20, mark_b, f"{X_NET} on B after the reload")
+    assert b.find(event("PeerDown"), mark_b) is None
+    mark_a = a.mark()
+    a.send({"neighbors": [neighbor_b, other]})
+    assert a.wait(event("reloaded"), 20, mark_a, "no-op reload")["changed"] is False
+
+    # changing B's neighbour block re-establishes that session; our routes and EOR come back
+    mark_b = b.mark()
+    a.send({"neighbors": [dict(neighbor_b, hold_time=12), other]})
+    down = b.wait(event("PeerDown", peer=A_IP), 20, mark_b, "PeerDown on B after a changed neighbour")
+    assert down["notification"] is False  # graceful restart: ExaBGP closes silently
+    b.wait(event("EndOfRib", peer=A_IP), 30, mark_b, "EOR from A after the re-establishment")
+    assert b.find(announced(A_NET, A_IP), mark_b) and b.find(announced(X_NET, A_IP), mark_b)
+
+    # withdraw X while B is away: when B comes back it must get A_NET but never X again
+    mark_a = a.mark()
+    b.send({"stop": True})
+    b.wait(event("stopped"), 30, what="B stopped")
+    a.wait(event("PeerDown", peer=B_IP), 20, mark_a, "PeerDown on A")
+    a.send({"announce": {A_NET: {"communities": ["65001:7"]}}})
+    b2 = pair.restart_b()
+    b2.wait(event("EndOfRib", peer=A_IP), 60, what="EOR from A on the new B")
+    assert b2.find(announced(A_NET, A_IP)) is not None
+    assert b2.find(announced(X_NET)) is None, "a prefix withdrawn while the session was down came back"
