@@ -127,8 +127,11 @@ class Speaker:
     async def start(self, neighbors: Sequence[Neighbor]) -> None:
         """Write the config, serve the relay's socket, launch ExaBGP (and keep it running)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(self.socket_path).encode()) > 107:
+            raise ConfigError(f"unix socket path longer than 107 bytes: {self.socket_path}", "run_dir")
         text = self._render(neighbors)
         await self._validate(text)
+        await self._kill_stale()
         _write_private(self.config_path, text)
         self._config_text = text
         self._neighbors = {n.address: n for n in neighbors}
@@ -248,6 +251,23 @@ class Speaker:
         if proc.returncode != 0:
             detail = [line.strip() for line in out.decode(errors="replace").splitlines() if line.strip()]
             raise ConfigError("ExaBGP rejected the rendered config: " + _mask(" | ".join(detail[-4:])), str(self.config_path))
+
+    async def _kill_stale(self) -> None:
+        """An ExaBGP left running by a previous agent (killed -9) would hold the BGP port and connect its
+        relay to our new socket: stop it first. Only a process running our own config file is touched."""
+        pid_file = self.run_dir / "exabgp.pid"
+        try:
+            pid = int(pid_file.read_text().split()[0])
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            return
+        if str(self.config_path).encode() not in cmdline:
+            return
+        log.warning("stopping ExaBGP pid %d left over from a previous run", pid)
+        os.kill(pid, signal.SIGTERM)
+        await self._wait(lambda: not Path(f"/proc/{pid}").exists(), STOP_TIMEOUT)
+        if Path(f"/proc/{pid}").exists():
+            os.kill(pid, signal.SIGKILL)
 
     async def _launch(self) -> None:
         env = {**os.environ, **exabgp_env(self.listen_address, self.port, self.run_dir)}

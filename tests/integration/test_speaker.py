@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
-from bgpnet.lab.netns import veth
+from bgpnet.lab.netns import veth, wait_for
 from tests.integration.speaker_helpers import DemoPeer, announced, event, withdrawn
 
 A_IP, B_IP = "10.231.0.1", "10.231.0.2"
@@ -39,16 +40,20 @@ def pair(netns_factory, tmp_path):
         made.append(b)
         return b
 
+    def start_a(gr=120):
+        a = DemoPeer(nss["a"], spec(tmp_path / "a", A_IP, B_IP, 65001, 65002, False,
+                                    {A_NET: {"communities": ["65001:7"]}}, gr), tmp_path / f"a{len(made)}.err")
+        made.append(a)
+        return a
+
     def start(gr=120):
         nss["a"], nss["b"] = netns_factory("a"), netns_factory("b")
         veth(nss["a"], "eth1", nss["b"], "eth1")
         nss["a"].run("ip", "addr", "add", f"{A_IP}/24", "dev", "eth1")
         nss["b"].run("ip", "addr", "add", f"{B_IP}/24", "dev", "eth1")
-        a = DemoPeer(nss["a"], spec(tmp_path / "a", A_IP, B_IP, 65001, 65002, False,
-                                    {A_NET: {"communities": ["65001:7"]}}, gr), tmp_path / "a.err")
-        made.append(a)
-        return a, start_b(gr)
+        return start_a(gr), start_b(gr)
 
+    start.restart_a = start_a
     start.restart_b = start_b
     yield start
     for p in made:
@@ -152,3 +157,36 @@ def test_reload_keeps_unchanged_sessions_and_withdrawals_survive_a_flap(pair):
     b2.wait(event("EndOfRib", peer=A_IP), 60, what="EOR from A on the new B")
     assert b2.find(announced(A_NET, A_IP)) is not None
     assert b2.find(announced(X_NET)) is None, "a prefix withdrawn while the session was down came back"
+
+
+def _children(pid: int) -> list[int]:
+    return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_relay_respawn_and_agent_killed(pair):
+    a, b = pair()
+    b.wait(announced(A_NET, A_IP), 40, what=f"{A_NET} on B")
+    exabgp_pid = a.status()["pid"]
+
+    # the relay dies: ExaBGP respawns it, the Speaker resyncs, no session is lost
+    [relay] = _children(exabgp_pid)
+    mark_b = b.mark()
+    os.kill(relay, signal.SIGKILL)
+    wait_for(lambda: _children(exabgp_pid) and _children(exabgp_pid) != [relay], 30, what="relay respawned")
+    a.send({"announce": {A_NET: {"communities": ["65001:7"]}, X_NET: {}}})
+    b.wait(announced(X_NET, A_IP), 30, mark_b, f"{X_NET} through the respawned relay")
+    assert b.find(event("PeerDown"), mark_b) is None
+    assert a.status()["pid"] == exabgp_pid and a.status()["restarts"] == 0
+
+    # the agent itself is killed -9: its ExaBGP lives on (sessions and routes stay); a new agent on the
+    # same run dir stops that leftover ExaBGP and takes over
+    os.kill(a.proc.pid, signal.SIGKILL)
+    a.proc.wait(10)
+    assert Path(f"/proc/{exabgp_pid}").exists()
+    mark_b = b.mark()
+    a2 = pair.restart_a()
+    a2.wait(event("PeerUp", peer=B_IP), 60, what="PeerUp on the new A")
+    wait_for(lambda: not Path(f"/proc/{exabgp_pid}").exists(), 20, what="leftover ExaBGP gone")
+    b.wait(event("EndOfRib", peer=A_IP), 30, mark_b, "EOR from the new A")
+    assert b.find(announced(A_NET, A_IP), mark_b)
+    assert a2.status()["pid"] != exabgp_pid

@@ -123,3 +123,38 @@ def test_md5_password_masked_in_exabgp_output():
     from bgpnet.speaker.speaker import _mask
 
     assert "s3cret" not in _mask('neighbor 1.2.3.4 { md5-password "s3cret"; }')
+
+
+def test_crashing_exabgp_is_restarted_with_growing_backoff(tmp_path, monkeypatch):
+    """A fake `exabgp` that dies at once: the Speaker reports each loss and waits longer each time."""
+    import asyncio
+    import time
+
+    from bgpnet.speaker import speaker as speaker_mod
+
+    launches = tmp_path / "launches"
+    fake = tmp_path / "exabgp"
+    fake.write_text(f'#!/bin/sh\n[ "$1" = validate ] && exit 0\necho "$(date +%s.%N)" >> {launches}\nexit 3\n')
+    fake.chmod(0o755)
+    monkeypatch.setattr(speaker_mod, "exabgp_executable", lambda: str(fake))
+    monkeypatch.setattr(speaker_mod, "BACKOFF_MIN", 0.05)
+
+    events = []
+
+    async def scenario():
+        s = Speaker(tmp_path / "run", events.append, A("10.0.0.1"))
+        await s.start([Neighbor(B, 64512, A("10.0.0.1"), 64512, A("10.0.0.1"))])
+        deadline = time.monotonic() + 20
+        while s.restarts < 4 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await s.stop()
+        return s.restarts
+
+    restarts = asyncio.run(scenario())
+    assert restarts >= 4
+    times = [float(x) for x in launches.read_text().split()]
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    for i, gap in enumerate(gaps[:3]):
+        assert gap >= 0.05 * 2**i, gaps  # never a busy loop: each wait at least the doubled backoff
+    # one SpeakerShutdown per lost process (the last from stop() when the process was already gone)
+    assert events.count(SpeakerShutdown()) >= restarts
