@@ -154,7 +154,9 @@ class RouteTable:
                 result.unchanged += 1
                 continue
             if old is None and dst in foreign:
-                result.errors.append((route, "destination is held by a route of another protocol; left alone"))
+                result.errors.append(
+                    (route, "destination is held by a route of another protocol; left alone")
+                )
                 continue
             changes.append(Change("replace", route))
         for dst, route in have.items():

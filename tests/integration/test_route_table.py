@@ -38,7 +38,9 @@ def desired_set() -> set[Route]:
         Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.11")),)),
         Route(N("10.244.3.0/26"), (NextHop(A("192.168.1.11")), NextHop(A("192.168.1.12")))),
         Route(N("10.244.4.0/26"), (NextHop(A("10.0.0.5"), "tun1", True),)),
-        Route(N("10.244.5.0/26"), (NextHop(A("10.0.0.5"), "tun1", True), NextHop(A("10.0.1.5"), "tun1", True))),
+        Route(
+            N("10.244.5.0/26"), (NextHop(A("10.0.0.5"), "tun1", True), NextHop(A("10.0.1.5"), "tun1", True))
+        ),
     }
 
 
@@ -60,7 +62,9 @@ def test_apply_read_back_repair_and_remove(node):
 
         # drift repaired: a route deleted by hand comes back; a changed one is replaced
         node.run("ip", "route", "del", "10.244.2.0/26")
-        node.run("ip", "route", "replace", "10.244.4.0/26", "via", "192.168.1.12", "proto", str(RTPROT_BGPNET))
+        node.run(
+            "ip", "route", "replace", "10.244.4.0/26", "via", "192.168.1.12", "proto", str(RTPROT_BGPNET)
+        )
         fix = rt.apply(want)
         assert fix.ok and fix.added == 1 and fix.replaced == 1, fix.summary()
         assert rt.read() == want

@@ -140,7 +140,10 @@ policy_sets = st.lists(
     ),
     max_size=2,
 )
-VTEPS = {a: Vtep(a, A(f"10.244.{i}.0"), f"0e:00:00:00:00:0{i}") for i, a in enumerate([A("10.0.0.5"), A("10.0.1.5")])}
+VTEPS = {
+    a: Vtep(a, A(f"10.244.{i}.0"), f"0e:00:00:00:00:0{i}")
+    for i, a in enumerate([A("10.0.0.5"), A("10.0.1.5")])
+}
 
 
 @settings(max_examples=200, deadline=None)
