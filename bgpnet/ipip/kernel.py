@@ -17,14 +17,12 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from bgpnet import RTPROT_BGPNET
+from bgpnet.ipip.netlink import RTNH_F_ONLINK, BulkWriter, dump_routes, open_socket
 from bgpnet.ipip.plan import hop_sort_key
 from bgpnet.model import NextHop, Route
 
 log = logging.getLogger(__name__)
 
-RTNH_F_ONLINK = 4
-RTN_UNICAST = 1
-RTN_BLACKHOLE = 6
 RTN_NAMES = {1: "unicast", 6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
 RTN_TYPES = {v: k for k, v in RTN_NAMES.items()}
 
@@ -32,8 +30,11 @@ RTN_TYPES = {v: k for k, v in RTN_NAMES.items()}
 def canonical(route: Route, table: int | None = None) -> Route:
     """The same route with next hops in a fixed order (the kernel and the planner may order ECMP hops
     differently) and, if given, the table."""
+    table = route.table if table is None else table
+    if route.table == table and len(route.nexthops) < 2:
+        return route  # the common case, kept cheap for tables of 10k+ routes
     hops = tuple(sorted(set(route.nexthops), key=hop_sort_key))
-    return dataclasses.replace(route, nexthops=hops, table=route.table if table is None else table)
+    return dataclasses.replace(route, nexthops=hops, table=table)
 
 
 @dataclass
@@ -72,11 +73,20 @@ class Change:
 class RouteTable:
     """Our routes in one kernel routing table, in the current network namespace (or `netns`, for tests)."""
 
-    def __init__(self, netns: str | None = None, protocol: int = RTPROT_BGPNET, table: int = 254):
+    def __init__(
+        self,
+        netns: str | None = None,
+        protocol: int = RTPROT_BGPNET,
+        table: int = 254,
+        bulk_threshold: int = 64,
+    ):
         self.netns = netns
         self.protocol = protocol
         self.table = table
+        self.bulk_threshold = bulk_threshold
         self._ipr: IPRoute | None = None
+        self._sock: socket.socket | None = None
+        self._bulk: BulkWriter | None = None
 
     # -- plumbing
     @property
@@ -85,10 +95,26 @@ class RouteTable:
             self._ipr = IPRoute(netns=self.netns) if self.netns else IPRoute()
         return self._ipr
 
+    @property
+    def sock(self) -> socket.socket:
+        if self._sock is None:
+            self._sock = open_socket(self.netns)
+        return self._sock
+
+    @property
+    def bulk(self) -> BulkWriter:
+        if self._bulk is None:
+            self._bulk = BulkWriter(self.sock)
+        return self._bulk
+
     def close(self) -> None:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+            self._bulk = None
 
     def __enter__(self) -> RouteTable:
         return self
@@ -100,42 +126,32 @@ class RouteTable:
         return {link["index"]: link.get_attr("IFLA_IFNAME") for link in self.ipr.get_links()}
 
     # -- reading
-    def _dump(self) -> tuple[set[Route], set[IPv4Network]]:
-        """(our routes, destinations held by other protocols' routes) in our table."""
-        ours: set[Route] = set()
+    def _dump(self) -> tuple[dict[IPv4Network, Route], set[IPv4Network]]:
+        """(our routes by destination, destinations held by other protocols' metric-0 routes) in our table."""
+        ours: dict[IPv4Network, Route] = {}
         foreign: set[IPv4Network] = set()
-        names: dict[int, str] | None = None
-        for msg in self.ipr.route("dump", family=socket.AF_INET):
-            table = msg.get_attr("RTA_TABLE") or msg["table"]
+        names: dict[int, str] = {}
+        for table, proto, rtype, _flags, dst, dst_len, prio, hops in dump_routes(self.sock):
             if table != self.table:
                 continue
-            dst = IPv4Network(f"{msg.get_attr('RTA_DST') or '0.0.0.0'}/{msg['dst_len']}")
-            if msg["proto"] != self.protocol:
-                if not msg.get_attr("RTA_PRIORITY"):
-                    foreign.add(dst)
+            net = IPv4Network((dst, dst_len))
+            if proto != self.protocol:
+                if not prio:
+                    foreign.add(net)
                 continue
-            if names is None:
+            kind = RTN_NAMES.get(rtype, str(rtype))
+            if kind != "unicast":
+                ours[net] = Route(net, kind=kind, table=self.table)
+                continue
+            if not names and any(f & RTNH_F_ONLINK for _gw, _oif, f in hops):
                 names = self._links()
-            ours.add(self._parse(msg, dst, names))
+            nhs = [hop_from_kernel(gw, oif, f, names) for gw, oif, f in hops]
+            ours[net] = canonical(Route(net, tuple(nhs), table=self.table))
         return ours, foreign
-
-    def _parse(self, msg, dst: IPv4Network, names: dict[int, str]) -> Route:
-        kind = RTN_NAMES.get(msg["type"], str(msg["type"]))
-        if kind != "unicast":
-            return Route(dst, kind=kind, table=self.table)
-        raw = []
-        multipath = msg.get_attr("RTA_MULTIPATH")
-        if multipath:
-            for nh in multipath:
-                raw.append((nh.get_attr("RTA_GATEWAY"), nh["oif"], nh["flags"]))
-        else:
-            raw.append((msg.get_attr("RTA_GATEWAY"), msg.get_attr("RTA_OIF"), msg["flags"]))
-        hops = [hop_from_kernel(gw, oif, flags, names) for gw, oif, flags in raw]
-        return canonical(Route(dst, tuple(hops), table=self.table))
 
     def read(self) -> set[Route]:
         """Our routes (those with our protocol) in our table."""
-        return self._dump()[0]
+        return set(self._dump()[0].values())
 
     # -- writing
     def apply(self, desired: Iterable[Route]) -> ApplyResult:
@@ -144,8 +160,7 @@ class RouteTable:
         Per-route errors are collected in the result; the other routes are still applied.
         """
         want = {r.dst: canonical(r, self.table) for r in desired}
-        current, foreign = self._dump()
-        have = {r.dst: r for r in current}
+        have, foreign = self._dump()
         result = ApplyResult()
         changes: list[Change] = []
         for dst, route in want.items():
@@ -163,8 +178,8 @@ class RouteTable:
             if dst not in want:
                 changes.append(Change("delete", route))
         failed = self._write(changes)
-        for change in changes:
-            err = failed.get(change)
+        for i, change in enumerate(changes):
+            err = failed.get(i)
             if err is not None:
                 result.errors.append((change.route, err))
             elif change.op == "delete":
@@ -178,20 +193,35 @@ class RouteTable:
             log.log(level, result.summary(), extra={"table": self.table, "netns": self.netns})
         return result
 
-    def _write(self, changes: list[Change]) -> dict[Change, str]:
-        """Apply changes one by one with pyroute2; return the error text per failed change."""
-        errors: dict[Change, str] = {}
+    def _write(self, changes: list[Change]) -> dict[int, str]:
+        """Apply changes: many at once through hand-packed netlink batches, a few one by one with pyroute2.
+        Returns the error text by index of each failed change."""
+        if len(changes) >= self.bulk_threshold:
+            return self._write_bulk(changes)
+        return self._write_each(changes)
+
+    def _write_bulk(self, changes: list[Change]) -> dict[int, str]:
         index: dict[str, int] = {}
-        for change in changes:
+        return self.bulk.write(
+            [(c.op, c.route) for c in changes],
+            self.protocol,
+            self.table,
+            lambda dev: self.ifindex(dev, index),
+        )
+
+    def _write_each(self, changes: list[Change]) -> dict[int, str]:
+        errors: dict[int, str] = {}
+        index: dict[str, int] = {}
+        for i, change in enumerate(changes):
             try:
                 if change.op == "delete":
                     self.ipr.route("del", **self._delete_spec(change.route))
                 else:
                     self.ipr.route("replace", **self._replace_spec(change.route, index))
             except NetlinkError as e:
-                errors[change] = f"{e.args[1] if len(e.args) > 1 else e} (errno {e.code})"
+                errors[i] = f"{e.args[1] if len(e.args) > 1 else e} (errno {e.code})"
             except LookupError as e:
-                errors[change] = str(e.args[0])
+                errors[i] = str(e.args[0])
         return errors
 
     def ifindex(self, dev: str, cache: dict[str, int]) -> int:
@@ -233,9 +263,9 @@ class RouteTable:
         return spec
 
 
-def hop_from_kernel(gateway: str | None, oif: int | None, flags: int, names: dict[int, str]) -> NextHop:
+def hop_from_kernel(gateway: int | None, oif: int | None, flags: int, names: dict[int, str]) -> NextHop:
     """A kernel next hop as the planner writes it: the device only for onlink hops (we never name a device
     otherwise; for plain gateways the kernel picks one, and reporting it would make every route differ)."""
     onlink = bool(flags & RTNH_F_ONLINK)
     dev = names.get(oif, str(oif)) if (onlink and oif) else None
-    return NextHop(gateway=IPv4Address(gateway) if gateway else None, dev=dev, onlink=onlink)
+    return NextHop(gateway=IPv4Address(gateway) if gateway is not None else None, dev=dev, onlink=onlink)

@@ -14,6 +14,12 @@ N = IPv4Network
 A = IPv4Address
 
 
+@pytest.fixture(params=["bulk", "pyroute2"])
+def table_opts(request) -> dict:
+    """Every test runs against both write paths: hand-packed netlink batches and pyroute2 one by one."""
+    return {"bulk_threshold": 0 if request.param == "bulk" else 10**9}
+
+
 @pytest.fixture
 def node(netns_factory):
     """A namespace with eth1 on 192.168.1.0/24 (peer at .11 and .12 in another namespace) and a second
@@ -44,8 +50,8 @@ def desired_set() -> set[Route]:
     }
 
 
-def test_apply_read_back_repair_and_remove(node):
-    with RouteTable(netns=node.name) as rt:
+def test_apply_read_back_repair_and_remove(node, table_opts):
+    with RouteTable(netns=node.name, **table_opts) as rt:
         want = desired_set()
         res = rt.apply(want)
         assert res.ok, res.summary()
@@ -81,10 +87,10 @@ def test_apply_read_back_repair_and_remove(node):
         assert routes_text(node).strip() == ""
 
 
-def test_routes_of_other_protocols_are_left_alone(node):
+def test_routes_of_other_protocols_are_left_alone(node, table_opts):
     node.run("ip", "route", "add", "10.99.0.0/24", "via", "192.168.1.12", "proto", "static")
     node.run("ip", "route", "add", "10.244.7.0/26", "via", "192.168.1.12", "proto", "bird")
-    with RouteTable(netns=node.name) as rt:
+    with RouteTable(netns=node.name, **table_opts) as rt:
         want = {
             Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.11")),)),
             Route(N("10.244.7.0/26"), (NextHop(A("192.168.1.11")),)),  # held by BIRD's route
@@ -99,8 +105,8 @@ def test_routes_of_other_protocols_are_left_alone(node):
     assert "10.244.7.0/26 via 192.168.1.12" in text and "proto bird" in text
 
 
-def test_failures_are_reported_per_route_and_the_rest_applied(node):
-    with RouteTable(netns=node.name) as rt:
+def test_failures_are_reported_per_route_and_the_rest_applied(node, table_opts):
+    with RouteTable(netns=node.name, **table_opts) as rt:
         good = Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.11")),))
         unreachable = Route(N("10.244.8.0/26"), (NextHop(A("172.31.0.1")),))  # no connected route
         no_dev = Route(N("10.244.9.0/26"), (NextHop(A("10.0.0.5"), "tunl-none", True),))
@@ -111,3 +117,27 @@ def test_failures_are_reported_per_route_and_the_rest_applied(node):
         assert "tunl-none" in errors[no_dev]
         assert rt.read() == {good}
         assert "failed" in res.summary()
+
+
+def test_bulk_path_installs_exactly_the_desired_set_and_maps_errors_across_batches(node):
+    """2,500 changes = three netlink batches; failing routes in each batch are reported by sequence number."""
+    base = int(A("10.128.0.0"))
+    good = {Route(N((base + i * 64, 26)), (NextHop(A("192.168.1.11")),)) for i in range(2497)}
+    bad = {Route(N(f"10.{n}.0.0/24"), (NextHop(A("172.31.0.1")),)) for n in (7, 8, 9)}
+    with RouteTable(netns=node.name, bulk_threshold=100) as rt:
+        res = rt.apply(good | bad)
+        assert res.added == len(good) and res.failed == 3, res.summary()
+        assert {r for r, _ in res.errors} == bad
+        assert all("ENETUNREACH" in e for _, e in res.errors)
+        assert rt.read() == good
+        assert len(routes_text(node).splitlines()) == len(good)
+        # change half of them, keep the rest: only the difference is written
+        moved = {Route(r.dst, (NextHop(A("192.168.1.12")),)) for r in list(good)[:1000]}
+        kept = {r for r in good if r.dst not in {m.dst for m in moved}}
+        res = rt.apply(moved | kept)
+        assert (res.replaced, res.unchanged, res.removed, res.failed) == (1000, len(kept), 0, 0), (
+            res.summary()
+        )
+        assert rt.read() == moved | kept
+        assert rt.apply(set()).removed == len(good)
+        assert routes_text(node).strip() == ""
