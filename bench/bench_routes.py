@@ -100,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     ratio_add = med["ours_add"] / med["ip_add"]
     ratio_del = med["ours_del"] / med["ip_del"]
     print(f"{args.routes} routes, {args.runs} runs each (medians)")
-    print(f"  install:  ip -batch {med['ip_add']:.3f} s   RouteTable.apply {med['ours_add']:.3f} s   ratio {ratio_add:.2f}x")
-    print(f"  withdraw: ip -batch {med['ip_del']:.3f} s   RouteTable.apply {med['ours_del']:.3f} s   ratio {ratio_del:.2f}x")
+    print(
+        f"  install:  ip -batch {med['ip_add']:.3f} s   RouteTable.apply {med['ours_add']:.3f} s   ratio {ratio_add:.2f}x"
+    )
+    print(
+        f"  withdraw: ip -batch {med['ip_del']:.3f} s   RouteTable.apply {med['ours_del']:.3f} s   ratio {ratio_del:.2f}x"
+    )
     print(
         json.dumps(
             {
