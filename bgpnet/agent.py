@@ -50,9 +50,9 @@ def all_peers(cfg: AgentConfig, peer_objects: Iterable[Object] = ()) -> list[Pee
     seen = {p.address for p in cfg.peers}
     for obj in peer_objects:
         try:
-            peer = build(PeerConfig, obj.spec, f"BGPPeer {obj.name}")
+            peer = build(PeerConfig, obj.spec)
         except ConfigError as e:
-            log.error("ignoring invalid datastore peer: %s", e)
+            log.error("ignoring invalid datastore peer: BGPPeer %s: %s: %s", obj.name, e.where, e.message)
             continue
         if peer.address not in seen and peer.applies_to(cfg.node):
             peers.append(dataclasses.replace(peer, name=peer.name or obj.name))
@@ -580,12 +580,11 @@ def _peek_store(cfg: AgentConfig) -> list[Object]:
 
 
 def cmd_render_exabgp(args) -> int:
-    from bgpnet.speaker.render import render_exabgp_config
-    from bgpnet.speaker.speaker import relay_argv
+    from bgpnet.speaker.speaker import Speaker
 
     cfg = resolve(_load(args))
     neighbors = desired_neighbors(cfg, _peek_store(cfg), read_passwords(cfg))
-    print(render_exabgp_config(neighbors, relay_argv(Path(cfg.run_dir))), end="")
+    print(Speaker(Path(cfg.run_dir), lambda event: None, cfg.node.address.ip).render(neighbors), end="")
     return 0
 
 

@@ -447,3 +447,13 @@ class Speaker:
         self._unacked += 1
         self._writer.write(command.encode() + b"\n")
         return True
+
+    # -- used by the agent
+    def render(self, neighbors: Sequence[Neighbor]) -> str:
+        """The ExaBGP config this speaker would run for `neighbors` (for `bgpnet render exabgp`)."""
+        return self._render(neighbors)
+
+    def teardown(self, peer: IPv4Address, reason: str) -> None:
+        """Close the session with a Cease NOTIFICATION, subcode 1: maximum number of prefixes reached."""
+        log.warning("tearing down the session with %s: %s", peer, reason)
+        self._send(teardown_command(peer, 1))
