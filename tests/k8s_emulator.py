@@ -24,8 +24,22 @@ from typing import Any
 import attrs
 import jsonschema
 import kmock
-from kmock._internal import apps
+from kmock._internal import apps, parsing
 from kubernetes import client as k8s_client
+
+_kmock_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """kmock 0.8 reads /api/v1/namespaces[/NAME] as a namespace scope (and crashes on the bare
+    collection); they are the Namespace collection and object. Fixed here for the emulator."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and len(parts) <= 4:
+        return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) == 4 else None, None)
+    return _kmock_parse_path(path)
+
+
+parsing.parse_path = _parse_path
 
 CORE = {
     ("", "v1", "nodes"): ("Node", False),
@@ -77,6 +91,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     bookmark_interval: float = 1.0
     history_limit: int = 10_000
     watch_gone_as_status: bool = False  # 410 as an HTTP status instead of an ERROR event in the stream
+    watch_timeout_override: float | None = None  # end every watch after this many seconds
     _db: dict = attrs.field(factory=dict, init=False)  # (gvp, namespace, name) -> object
     _rv: int = attrs.field(default=1000, init=False)
     _history: list = attrs.field(factory=list, init=False)  # [(rv, gvp, event)]
@@ -84,12 +99,15 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
     _crds: dict = attrs.field(factory=dict, init=False)  # gvp -> (kind, namespaced, schema)
     _changes: Any = attrs.field(default=None, init=False)
     _drops: int = attrs.field(default=0, init=False)
+    closing: bool = attrs.field(default=False, init=False)  # shutting down: refuse, end watches
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
         self.fallback[kmock.method.PUT] << self._serve_replace
 
     async def _handle(self, request):  # type: ignore[override]
+        if self.closing:
+            raise _err(503, "ServiceUnavailable", "the API server is shutting down")
         # Skip KubernetesEmulator's own write interceptor: our fallbacks below own the state, and a
         # reaction a test adds (kmock[...] << 503) now really stops the write from happening.
         return await apps.RawHandler._handle(self, request)
@@ -252,6 +270,8 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
         params = request.params
         since = params.get("resourceVersion") or "0"
         timeout = float(params.get("timeoutSeconds") or 1800)
+        if self.watch_timeout_override is not None:
+            timeout = self.watch_timeout_override
         bookmarks = params.get("allowWatchBookmarks") == "true"
         if since != "0" and int(since) < self._compacted:
             if self.watch_gone_as_status:
@@ -279,7 +299,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
                         yield event
             pos = max(pos, self._rv)
             now = asyncio.get_running_loop().time()
-            if now >= deadline or self._drops != drops:
+            if now >= deadline or self._drops != drops or self.closing:
                 return
             if bookmarks and now >= next_bookmark:
                 yield {"type": "BOOKMARK", "object": {"kind": kind, "apiVersion": "/".join(p for p in gvp[:2] if p),
@@ -302,7 +322,7 @@ class ApiServerEmulator(kmock.KubernetesEmulator):
 
     def compact(self) -> None:
         """Forget all history: a watch from any earlier resourceVersion now gets 410 Gone."""
-        self._compacted = self._rv + 1
+        self._compacted = self._rv
         self._history.clear()
 
 
@@ -358,9 +378,13 @@ class EmulatedApiServer:
         return self
 
     def stop(self) -> None:
+        """Stop listening; open watches are ended first (aiohttp would wait for them to finish)."""
         if self._server is not None:
-            self.call(self._server.__aexit__(None, None, None))
-            self._server = None
+            server, self._server = self._server, None
+            self.handler.closing = True
+            self.drop_watches()
+            self.call(server.__aexit__(None, None, None))
+            self.handler.closing = False
 
     def close(self) -> None:
         self.stop()

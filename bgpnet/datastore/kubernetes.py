@@ -655,8 +655,8 @@ class _Watcher(threading.Thread):
     def run(self) -> None:
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(_transient),
-            wait=tenacity.wait_exponential_jitter(initial=self.store.initial_backoff, max=self.store.max_backoff,
-                                                  jitter=self.store.initial_backoff),
+            wait=(tenacity.wait_exponential(multiplier=self.store.initial_backoff, max=self.store.max_backoff)
+                  + tenacity.wait_random(0, self.store.initial_backoff)),
             stop=tenacity.stop_when_event_set(self._stop_event),
             sleep=self._stop_event.wait,
             before_sleep=self._log_retry,
