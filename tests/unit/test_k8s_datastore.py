@@ -410,3 +410,28 @@ def test_retry_on_conflict_loses_no_allocation(store_factory):
         t.join(60)
     final = writers[0].get(IPAM_BLOCK, "10.244.1.0/26").spec["allocations"]
     assert sorted(final) == sorted(f"w{n}-{i}" for n in range(3) for i in range(per_writer))
+
+
+def test_open_datastore_from_kubeconfig(emu, tmp_path, monkeypatch):
+    from bgpnet.config import DatastoreConfig
+    from bgpnet.datastore import open_datastore
+    from bgpnet.errors import ConfigError
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "emu",
+        "clusters": [{"name": "emu", "cluster": {"server": emu.url}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "emu", "context": {"cluster": "emu", "user": "u"}}]}))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    ds = open_datastore(DatastoreConfig(type="kubernetes"))
+    try:
+        add_node(emu, "n1")
+        assert ds.get(NODE, "n1").spec["address"] == "192.0.2.11"
+        assert emu.handler._requests[-1].headers.get("Authorization") == "Bearer t"
+    finally:
+        ds.close()
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="KUBECONFIG"):
+        open_datastore(DatastoreConfig(type="kubernetes"))
