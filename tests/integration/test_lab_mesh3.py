@@ -15,7 +15,6 @@ MESH3 = Path(__file__).resolve().parents[2] / "containerlab" / "mesh3.clab.yml"
 
 
 def test_mesh3_converges_and_pods_reach_each_other():
-    pytest.importorskip("bgpnet.speaker.speaker", reason="the agent's speaker has not landed yet")
     if os.geteuid() != 0:
         pytest.fail("integration tests need root (network namespaces)")
     name = unique_prefix("m3")
