@@ -140,14 +140,20 @@ def _int_attr(attrs: dict, key: str, default: int, where: str) -> int:
     return value
 
 
+def _family(section: Any, kind: type, what: str, where: str) -> Any:
+    """The ipv4 unicast part of an announce/withdraw section; None when the update is for other families."""
+    if not isinstance(section, dict):
+        raise MessageError(f"{where}: expected a family -> {what} map, got {type(section).__name__}")
+    family = section.get(FAMILY)
+    if family is not None and not isinstance(family, kind):
+        raise MessageError(f"{where}.{FAMILY}: expected {what}, got {type(family).__name__}")
+    return family
+
+
 def _paths(announce: Any, attrs: dict, peer: IPv4Address, peer_asn: int, ibgp: bool, where: str) -> list[Path]:
-    if not isinstance(announce, dict):
-        raise MessageError(f"{where}: expected family -> next hop map, got {type(announce).__name__}")
-    family = announce.get(FAMILY)
+    family = _family(announce, dict, "next hop -> NLRI list", where)
     if family is None:
         return []
-    if not isinstance(family, dict):
-        raise MessageError(f"{where}.{FAMILY}: expected next hop -> NLRI list, got {type(family).__name__}")
     origin = attrs.get("origin", "igp")
     if origin not in ("igp", "egp", "incomplete"):
         raise MessageError(f"{where}.attribute.origin: unknown origin {origin!r:.60}")
@@ -175,13 +181,9 @@ def _paths(announce: Any, attrs: dict, peer: IPv4Address, peer_asn: int, ibgp: b
 
 
 def _withdrawn(withdraw: Any, where: str) -> list[IPv4Network]:
-    if not isinstance(withdraw, dict):
-        raise MessageError(f"{where}: expected family -> NLRI map, got {type(withdraw).__name__}")
-    family = withdraw.get(FAMILY)
+    family = _family(withdraw, list, "NLRI list", where)
     if family is None:
         return []
-    if not isinstance(family, list):
-        raise MessageError(f"{where}.{FAMILY}: expected a list of NLRI, got {type(family).__name__}")
     return [_net(_get(item, "nlri", str, f"{where}.{FAMILY}"), f"{where}.{FAMILY}") for item in family]
 
 

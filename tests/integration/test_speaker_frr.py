@@ -19,8 +19,8 @@ SPK_IP, FRR_IP = "10.233.0.1", "10.233.0.2"
 OUR_NET, FRR_NET = "10.234.1.0/26", "10.235.7.0/24"
 
 
-@pytest.fixture
-def frr(netns_factory, tmp_path):
+@pytest.fixture(params=[None, "s3cret-md5"], ids=["plain", "md5"])
+def frr(request, netns_factory, tmp_path):
     if not os.path.exists("/usr/lib/frr/bgpd"):
         pytest.fail("FRR is not installed (apt-get install -y frr)")
     spk_ns, frr_ns = netns_factory("spk"), netns_factory("frr")
@@ -42,6 +42,7 @@ router bgp 65100
  no bgp network import-check
  neighbor {SPK_IP} remote-as 65001
  neighbor {SPK_IP} timers 3 9
+{f" neighbor {SPK_IP} password {request.param}" if request.param else ""}
  address-family ipv4 unicast
   network {FRR_NET}
  exit-address-family
@@ -63,7 +64,7 @@ router bgp 65100
     def vtysh(cmd: str) -> str:
         return frr_ns.run("vtysh", "--vty_socket", str(d), "-c", cmd, timeout=20)
 
-    yield spk_ns, vtysh, tmp_path
+    yield spk_ns, vtysh, tmp_path, request.param
     for p, log in reversed(procs):
         kill_pid(p.pid)
         log.close()
@@ -71,12 +72,12 @@ router bgp 65100
 
 
 def test_exabgp_and_frr_exchange_routes(frr):
-    spk_ns, vtysh, tmp_path = frr
+    spk_ns, vtysh, tmp_path, md5 = frr
     spec = {
         "run_dir": str(tmp_path / "spk"),
         "listen": SPK_IP,
         "neighbors": [{"address": FRR_IP, "peer_asn": 65100, "local_address": SPK_IP, "local_asn": 65001,
-                       "router_id": SPK_IP, "name": "tor", "hold_time": 9}],
+                       "router_id": SPK_IP, "name": "tor", "hold_time": 9, "md5_password": md5}],
         "announce": {OUR_NET: {"communities": ["65001:42"]}},
     }
     spk = DemoPeer(spk_ns, spec, tmp_path / "spk.err")
@@ -105,3 +106,8 @@ def test_exabgp_and_frr_exchange_routes(frr):
         assert not frr_has_ours()
     finally:
         spk.close()
+    if md5:  # the password lives only in the root-only config, never in a log
+        run_dir = tmp_path / "spk"
+        assert (run_dir / "exabgp.conf").stat().st_mode & 0o777 == 0o600
+        for log_file in [*run_dir.glob("exabgp.log*"), tmp_path / "spk.err"]:
+            assert md5 not in log_file.read_text(errors="replace"), log_file
