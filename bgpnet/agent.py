@@ -184,6 +184,7 @@ class Agent:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._synced = False
+        self._restarting = False
         self._sync_deadline = 0.0
         self._store_rev: dict[str, str] = {}
         self._peers_rev = ""
@@ -210,7 +211,8 @@ class Agent:
         self.rib = Rib()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: self.stop(restart=True))
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
         await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
@@ -237,16 +239,22 @@ class Agent:
             self._event_loop(), self._reconcile_loop(), self._store_loop(), self._timer_loop())]
         self._write_status()
         await self._stop.wait()
-        log.info("stopping: closing BGP sessions; kernel routes stay in place until the next start")
+        if self._restarting:
+            log.info("stopping for a restart: sessions close without withdrawing, so graceful-restart peers "
+                     "keep our routes for %ds; kernel routes stay in place", self.cfg.bgp.graceful_restart)
+        else:
+            log.info("stopping: withdrawing our routes from every peer; kernel routes stay until the next start")
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.speaker.stop()
+        await self.speaker.stop(graceful=self._restarting)
         if self._http is not None:
             self._http.shutdown()
         self._write_status(state="stopped")
 
-    def stop(self) -> None:
+    def stop(self, restart: bool = False) -> None:
+        """SIGTERM: leave (peers drop our routes now). SIGUSR2: restart (peers keep them for the GR time)."""
+        self._restarting = restart
         self._stop.set()
 
     async def reload(self) -> None:

@@ -61,7 +61,7 @@ def test_drift_is_repaired_and_foreign_routes_left_alone(mesh):
              what="n1's deleted route to n2's pods to come back on resync")
     other = lab.exec("n1", "ip", "route", "show")
     assert "10.99.0.0/24 via 10.0.0.1" in other
-    assert "10.244.2.128/25 via 10.0.0.1 proto static" in other
+    assert "10.244.2.128/25 via 10.0.0.1 dev eth1 proto static" in other
 
 
 def test_killed_exabgp_is_restarted_and_routes_come_back(mesh):
