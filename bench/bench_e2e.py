@@ -1,0 +1,191 @@
+"""End to end: a BIRD 2 router announces N prefixes to a node; time until all are in the node's kernel
+table, then withdraws them; BIRD 2 as the node (the reference) against `bgpnet agent`, side by side.
+
+One announcer namespace (BIRD 2, AS 65000) holds N static /26s in each of two tables, each exported over
+eBGP to one node: `ref` runs BIRD 2 (kernel protocol, same import filter), `agent` runs `bgpnet agent`
+(ExaBGP). Sessions stay established; a run enables the node's static protocol on the announcer
+(`birdc enable`) and times from that command until the node's kernel holds all N routes (rtnetlink
+notifications, no polling), then disables it and times until none is left. Runs alternate between the
+two nodes; medians and the ratio (agent / BIRD) are printed, plus one JSON line.
+Usage (root): PYTHONPATH=. python -m bench.bench_e2e [--prefixes 10000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from ipaddress import IPv4Network
+from pathlib import Path
+
+from bench.common import (
+    Cleanup,
+    RouteWatcher,
+    agent_established,
+    median,
+    process_tree,
+    rss_kib,
+    test_prefixes,
+    wait,
+    write_agent_config,
+)
+from bgpnet.lab.netns import unique_prefix, veth
+from bgpnet.lab.routers import start_agent, start_bird
+
+RANGE = IPv4Network("10.64.0.0/10")  # the test prefixes; also the agent's bgp.import_allow
+ANNOUNCER_AS, NODE_AS = 65000, 64512
+# node -> (announcer address, node address, announcer table/static/bgp protocol suffix)
+LINKS = {"ref": ("192.168.50.1", "192.168.50.2"), "agent": ("192.168.51.1", "192.168.51.2")}
+
+
+def announcer_conf(nets: list[IPv4Network]) -> str:
+    routes = "".join(f"  route {n} blackhole;\n" for n in nets)
+    out = ["router id 192.168.50.1;", "protocol device {}"]
+    for who, (local, peer) in LINKS.items():
+        out += [
+            f"ipv4 table t_{who};",
+            f"protocol static s_{who} {{\n  ipv4 {{ table t_{who}; }};\n  disabled;\n{routes}}}",
+            f"protocol bgp to_{who} {{\n  local {local} as {ANNOUNCER_AS};\n  neighbor {peer} as {NODE_AS};\n"
+            f"  passive on;\n  ipv4 {{ table t_{who}; import none; export all; }};\n}}",
+        ]
+    return "\n".join(out) + "\n"
+
+
+def ref_node_conf() -> str:
+    local, peer = LINKS["ref"][1], LINKS["ref"][0]
+    return f"""router id {local};
+protocol device {{}}
+protocol kernel {{ ipv4 {{ import none; export all; }}; }}
+protocol bgp up {{
+  local {local} as {NODE_AS};
+  neighbor {peer} as {ANNOUNCER_AS};
+  ipv4 {{ import where net ~ [ {RANGE}+ ]; export none; }};
+}}
+"""
+
+
+class E2ELab:
+    """Announcer + BIRD node + agent node, sessions established, nothing announced yet."""
+
+    def __init__(self, prefixes: int, workdir: Path):
+        self.nets = test_prefixes(prefixes)
+        assert all(n.subnet_of(RANGE) for n in self.nets), "too many prefixes for the test range"
+        self.dir = workdir
+        self.c = Cleanup()
+        self.watchers: dict[str, RouteWatcher] = {}
+
+    def up(self) -> E2ELab:
+        p = unique_prefix("bne")
+        c = self.c
+        ann, ref, agent = c.ns(f"{p}-ann"), c.ns(f"{p}-ref"), c.ns(f"{p}-agt")
+        self.ns = {"ann": ann, "ref": ref, "agent": agent}
+        for i, (who, node) in enumerate((("ref", ref), ("agent", agent)), start=1):
+            veth(ann, f"eth{i}", node, "eth1")
+            ann.run("ip", "addr", "add", f"{LINKS[who][0]}/24", "dev", f"eth{i}")
+            node.run("ip", "addr", "add", f"{LINKS[who][1]}/24", "dev", "eth1")
+        self.announcer = c.keep(start_bird(ann, announcer_conf(self.nets), self.dir / "ann"))
+        self.ref = c.keep(start_bird(ref, ref_node_conf(), self.dir / "ref"))
+        run_dir = self.dir / "agent"
+        run_dir.mkdir()
+        conf = write_agent_config(
+            self.dir / "agent.yaml", name="bench", address=f"{LINKS['agent'][1]}/24", asn=NODE_AS,
+            peers=[{"address": LINKS["agent"][0], "asn": ANNOUNCER_AS, "name": "announcer"}],
+            pod_cidrs=["10.244.2.0/24"], store=self.dir / "store.db", run_dir=run_dir,
+            import_allow=[str(RANGE)])
+        self.agent = c.keep(start_agent(agent, conf, run_dir))
+        self.agent_dir = run_dir
+        wait(lambda: "Established" in self.announcer.protocols().get("to_ref", {}).get("info", ""), 60,
+             "the reference BIRD node's session")
+        wait(lambda: agent_established(run_dir), 60, "the agent's session and first sync")
+        for who in ("ref", "agent"):
+            self.watchers[who] = RouteWatcher(self.ns[who].name, RANGE)
+        return self
+
+    def birdc(self, cmd: str) -> None:
+        subprocess.run(["birdc", "-s", str(self.announcer.socket), *cmd.split()], check=True,
+                       capture_output=True)
+
+    def announce(self, who: str, timeout: float = 120) -> float:
+        w = self.watchers[who]
+        w.mark()
+        t0 = time.monotonic()
+        self.birdc(f"enable s_{who}")
+        return w.wait_count(len(self.nets), timeout) - t0
+
+    def withdraw(self, who: str, timeout: float = 120) -> float:
+        w = self.watchers[who]
+        w.mark()
+        t0 = time.monotonic()
+        self.birdc(f"disable s_{who}")
+        return w.wait_count(0, timeout) - t0
+
+    def pids(self, who: str) -> list[int]:
+        return process_tree(self.agent.pids[0]) if who == "agent" else list(self.ref.pids)
+
+    def rss(self, who: str) -> int:
+        return rss_kib(self.pids(who))
+
+    def down(self) -> None:
+        for w in self.watchers.values():
+            w.close()
+        self.c.close()
+
+
+def settle(lab: E2ELab, seconds: float) -> None:
+    """Let both nodes go quiet before the next trigger (the agent logs, writes status, resyncs)."""
+    time.sleep(seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--prefixes", type=int, default=10000)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--settle", type=float, default=1.5, help="seconds of quiet between triggers")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
+    args = ap.parse_args(argv)
+    times: dict[str, list[float]] = {"ref_add": [], "ref_del": [], "agent_add": [], "agent_del": []}
+    rss: dict[str, int] = {}
+    work = Path(tempfile.mkdtemp(prefix="bgpnet-bench-e2e-", dir="/tmp"))
+    lab = E2ELab(args.prefixes, work)
+    try:
+        lab.up()
+        for r in range(args.runs):
+            order = ("ref", "agent") if r % 2 == 0 else ("agent", "ref")
+            for who in order:
+                settle(lab, args.settle)
+                times[f"{who}_add"].append(lab.announce(who))
+                rss[who] = max(rss.get(who, 0), lab.rss(who))
+                settle(lab, args.settle)
+                times[f"{who}_del"].append(lab.withdraw(who))
+        overruns = {who: w.overruns for who, w in lab.watchers.items()}
+    finally:
+        lab.down()
+        if not args.keep:
+            subprocess.run(["rm", "-rf", str(work)], check=False)
+    med = {k: median(v) for k, v in times.items()}
+    ratio_add = med["agent_add"] / med["ref_add"]
+    ratio_del = med["agent_del"] / med["ref_del"]
+    print(f"{args.prefixes} prefixes from a BIRD 2 router, {args.runs} runs each (medians)")
+    print(f"  announce -> installed:  BIRD 2 {med['ref_add']:.3f} s   bgpnet agent {med['agent_add']:.3f} s   "
+          f"ratio {ratio_add:.2f}x (target <= 2x)")
+    print(f"  withdraw -> removed:    BIRD 2 {med['ref_del']:.3f} s   bgpnet agent {med['agent_del']:.3f} s   "
+          f"ratio {ratio_del:.2f}x (target <= 2x)")
+    print(f"  RSS at {args.prefixes} routes: BIRD 2 {rss['ref'] / 1024:.1f} MiB   "
+          f"agent+ExaBGP+relay {rss['agent'] / 1024:.1f} MiB")
+    if any(overruns.values()):
+        print(f"  note: route watcher lost notifications and re-dumped: {overruns}")
+    print(json.dumps({
+        "bench": "e2e", "prefixes": args.prefixes, "runs": args.runs,
+        "median_s": {k: round(v, 4) for k, v in med.items()},
+        "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
+        "ratio_install": round(ratio_add, 3), "ratio_withdraw": round(ratio_del, 3), "target_ratio": 2.0,
+        "rss_kib": rss,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
