@@ -47,6 +47,7 @@ neighbor 10.0.0.2 {
     hold-time 90;
     passive false;
     manual-eor true;
+    adj-rib-in false;
     capability {
         graceful-restart 120;
         route-refresh enable;
