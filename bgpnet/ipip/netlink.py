@@ -61,6 +61,7 @@ NLMSGERR = struct.Struct("=i")
 U32 = struct.Struct("=I")
 
 RECV_BUF = 1 << 16  # one netlink datagram: a dump part (~32 KiB at most) or one ack
+ACK_TIMEOUT = 30.0  # seconds; the kernel acks a batch within milliseconds
 BATCH = 1000  # messages per sendmsg; acks for a batch fit easily in the receive buffer
 CLONE_NEWNET = 0x40000000
 
@@ -152,6 +153,7 @@ def _new_socket() -> socket.socket:
         s.setsockopt(SOL_NETLINK, NETLINK_CAP_ACK, 1)  # acks without a copy of our request
         s.setsockopt(SOL_NETLINK, NETLINK_EXT_ACK, 1)  # kernel's error text with each error
         s.bind((0, 0))
+        s.settimeout(ACK_TIMEOUT)
     except OSError:
         s.close()
         raise
@@ -221,7 +223,14 @@ class BulkWriter:
     def _acks(self, pending: set[int]) -> Iterator[tuple[int, str]]:
         """Read until every pending sequence number is acked; yield (seq, error text) for failures."""
         while pending:
-            n = self.sock.recv_into(self.buf)
+            try:
+                n = self.sock.recv_into(self.buf)
+            except OSError as e:
+                # ENOBUFS (acks overflowed the receive buffer) or the timeout: we cannot tell what applied;
+                # report the rest as failed so the next apply's read-and-diff settles it.
+                for seq in sorted(pending):
+                    yield seq, f"no ack from the kernel ({e})"
+                return
             data = memoryview(self.buf)[:n]
             off = 0
             while off + NLMSGHDR.size <= n:
