@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from bgpnet import RTPROT_BGPNET
-from bgpnet.ipip.netlink import RTNH_F_ONLINK, BulkWriter, dump_routes, open_socket
+from bgpnet.ipip.netlink import RTNH_F_ONLINK, BulkWriter, dump_routes, enable_strict_dumps, open_socket
 from bgpnet.ipip.plan import hop_sort_key
 from bgpnet.model import NextHop, Route
 
@@ -86,6 +86,7 @@ class RouteTable:
         self.bulk_threshold = bulk_threshold
         self._ipr: IPRoute | None = None
         self._sock: socket.socket | None = None
+        self._strict = False
         self._bulk: BulkWriter | None = None
 
     # -- plumbing
@@ -99,6 +100,7 @@ class RouteTable:
     def sock(self) -> socket.socket:
         if self._sock is None:
             self._sock = open_socket(self.netns)
+            self._strict = enable_strict_dumps(self._sock)
         return self._sock
 
     @property
@@ -131,7 +133,9 @@ class RouteTable:
         ours: dict[IPv4Network, Route] = {}
         foreign: set[IPv4Network] = set()
         names: dict[int, str] = {}
-        for table, proto, rtype, _flags, dst, dst_len, prio, hops in dump_routes(self.sock):
+        for table, proto, rtype, _flags, dst, dst_len, prio, hops in dump_routes(
+            self.sock, self.table if self._strict else None
+        ):
             if table != self.table:
                 continue
             net = IPv4Network((dst, dst_len))
