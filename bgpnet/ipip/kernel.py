@@ -71,7 +71,11 @@ class Change:
 
 
 class RouteTable:
-    """Our routes in one kernel routing table, in the current network namespace (or `netns`, for tests)."""
+    """Our routes in one kernel routing table, in the current network namespace (or `netns`, for tests).
+
+    Reads are raw netlink dumps; `bulk_threshold` or more changes go out as hand-packed netlink batches,
+    fewer one by one through pyroute2.
+    """
 
     def __init__(
         self,
@@ -161,9 +165,17 @@ class RouteTable:
     def apply(self, desired: Iterable[Route]) -> ApplyResult:
         """Make our routes equal `desired`: replace new/changed ones, delete ours that are not wanted.
 
-        Per-route errors are collected in the result; the other routes are still applied.
+        Per-route errors are collected in the result; the other routes are still applied. Two desired
+        routes for one destination are a caller bug: ValueError, before anything is written.
         """
-        want = {r.dst: canonical(r, self.table) for r in desired}
+        want: dict[IPv4Network, Route] = {}
+        for r in desired:
+            r = canonical(r, self.table)
+            prev = want.setdefault(r.dst, r)
+            if prev is not r and prev != r:
+                raise ValueError(
+                    f"two desired routes for {r.dst}: {want[r.dst].describe()!r} and {r.describe()!r}"
+                )
         have, foreign = self._dump()
         result = ApplyResult()
         changes: list[Change] = []

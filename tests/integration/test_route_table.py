@@ -156,3 +156,13 @@ def test_tables_are_separate(node, table_opts):
         assert t100.apply(set()).removed == 1
         assert main.read() == {ours_main}
     assert "10.244.3.0/26" not in node.run("ip", "route", "show", "table", "100")
+
+
+def test_two_routes_for_one_destination_change_nothing(node):
+    with RouteTable(netns=node.name) as rt:
+        a = Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.11")),))
+        b = Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.12")),))
+        c = Route(N("10.244.3.0/26"), kind="blackhole")
+        with pytest.raises(ValueError, match="two desired routes for 10.244.2.0/26"):
+            rt.apply([c, a, b])
+        assert rt.read() == set()
