@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import socket
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -66,7 +66,7 @@ class ApplyResult:
 
 @dataclass(frozen=True)
 class Change:
-    op: str  # "replace" | "delete"
+    op: str  # "replace" | "add" (create only) | "delete"
     route: Route
 
 
@@ -209,6 +209,36 @@ class RouteTable:
             log.log(level, result.summary(), extra={"table": self.table, "netns": self.netns})
         return result
 
+    def apply_changes(self, routes: Iterable[Route], removed: Iterable[IPv4Network],
+                      ours: Container[IPv4Network]) -> ApplyResult:
+        """Write only these changes, without reading the table (between full `apply` calls, e.g. for a
+        burst of BGP updates): `routes` whose destination is in `ours` (ours as of the last write) are
+        replaced, the others created exclusively, so the kernel refuses rather than overwrite another
+        protocol's route; `removed` destinations lose our route (already gone counts as done)."""
+        changes = [Change("replace" if r.dst in ours else "add", canonical(r, self.table)) for r in routes]
+        changes += [Change("delete", Route(dst, kind="blackhole", table=self.table)) for dst in removed]
+        failed = self._write(changes)
+        result = ApplyResult()
+        for i, change in enumerate(changes):
+            err = failed.get(i)
+            if change.op == "delete":
+                if err is None or "errno 3," in err or "(errno 3)" in err:  # ESRCH: someone removed it
+                    result.removed += 1
+                else:
+                    result.errors.append((change.route, err))
+            elif err is not None:
+                if change.op == "add" and ("errno 17," in err or "(errno 17)" in err):
+                    err = "destination is held by a route of another protocol; left alone"
+                result.errors.append((change.route, err))
+            elif change.op == "replace":
+                result.replaced += 1
+            else:
+                result.added += 1
+        if changes:
+            level = logging.WARNING if result.errors else logging.INFO
+            log.log(level, result.summary(), extra={"table": self.table, "netns": self.netns})
+        return result
+
     def _write(self, changes: list[Change]) -> dict[int, str]:
         """Apply changes: many at once through hand-packed netlink batches, a few one by one with pyroute2.
         Returns the error text by index of each failed change."""
@@ -232,6 +262,8 @@ class RouteTable:
             try:
                 if change.op == "delete":
                     self.ipr.route("del", **self._delete_spec(change.route))
+                elif change.op == "add":
+                    self.ipr.route("add", **self._replace_spec(change.route, index))
                 else:
                     self.ipr.route("replace", **self._replace_spec(change.route, index))
             except NetlinkError as e:

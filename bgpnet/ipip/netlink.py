@@ -31,6 +31,7 @@ NLM_F_ACK = 0x4
 NLM_F_DUMP = 0x300
 NLM_F_REPLACE = 0x100
 NLM_F_CREATE = 0x400
+NLM_F_EXCL = 0x200
 NLM_F_ACK_TLVS = 0x200  # in an error message: extended ack attributes follow
 NETLINK_CAP_ACK = 10
 NETLINK_EXT_ACK = 11
@@ -74,7 +75,8 @@ def _attr(kind: int, payload: bytes) -> bytes:
 def pack_route(
     op: str, route: Route, seq: int, protocol: int, table: int, ifindex: Callable[[str], int]
 ) -> bytes:
-    """One RTM_NEWROUTE (op "replace": create or replace) or RTM_DELROUTE (op "delete") message with
+    """One RTM_NEWROUTE (op "replace": create or replace; op "add": create only, the kernel refuses with
+    EEXIST if any route holds dst at the same metric) or RTM_DELROUTE (op "delete") message with
     NLM_F_ACK. `ifindex` maps device names of onlink next hops; it raises LookupError for unknown ones."""
     attrs = [_attr(RTA_DST, route.dst.network_address.packed), _attr(RTA_TABLE, U32.pack(table))]
     rtm_flags = 0
@@ -84,7 +86,7 @@ def pack_route(
         flags = NLM_F_REQUEST | NLM_F_ACK
     else:
         kind, scope, msg_type = RTN_TYPES[route.kind], RT_SCOPE_UNIVERSE, RTM_NEWROUTE
-        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE
+        flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | (NLM_F_EXCL if op == "add" else NLM_F_REPLACE)
         if route.kind == "unicast":
             if not route.nexthops:
                 raise LookupError("unicast route without next hops")

@@ -166,3 +166,22 @@ def test_two_routes_for_one_destination_change_nothing(node):
         with pytest.raises(ValueError, match="two desired routes for 10.244.2.0/26"):
             rt.apply([c, a, b])
         assert rt.read() == set()
+
+
+def test_apply_changes_writes_only_the_delta_and_never_overwrites_others(node, table_opts):
+    with RouteTable(netns=node.name, **table_opts) as rt:
+        want = desired_set()
+        assert rt.apply(want).ok
+        ours = {r.dst for r in want}
+        node.run("ip", "route", "add", "10.99.0.0/24", "via", "192.168.1.12", "proto", "static")
+        node.run("ip", "route", "del", "10.244.2.0/26", "proto", str(RTPROT_BGPNET))  # drift: already gone
+        new = Route(N("10.244.6.0/26"), (NextHop(A("192.168.1.12")),))
+        moved = Route(N("10.244.3.0/26"), (NextHop(A("192.168.1.12")),))
+        clash = Route(N("10.99.0.0/24"), (NextHop(A("192.168.1.11")),))
+        res = rt.apply_changes([new, moved, clash], [N("10.244.2.0/26"), N("10.244.4.0/26")], ours)
+        assert (res.added, res.replaced, res.removed) == (1, 1, 2), res.summary()
+        assert [(r.dst, "another protocol" in err) for r, err in res.errors] == [(N("10.99.0.0/24"), True)]
+        expected = (want - {r for r in want if r.dst in {N("10.244.2.0/26"), N("10.244.3.0/26"),
+                                                         N("10.244.4.0/26")}}) | {new, moved}
+        assert rt.read() == expected
+        assert "10.99.0.0/24 via 192.168.1.12 dev eth1 proto static" in node.run("ip", "route", "show")
