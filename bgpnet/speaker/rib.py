@@ -63,6 +63,10 @@ class Rib:
     def best(self) -> dict[IPv4Network, tuple[Path, ...]]:
         return dict(self._best)
 
+    def best_of(self, prefixes: Iterable[IPv4Network]) -> dict[IPv4Network, tuple[Path, ...]]:
+        """The best paths of just these prefixes (those without any are left out)."""
+        return {p: self._best[p] for p in prefixes if p in self._best}
+
     # -- changes; each returns the prefixes whose best paths changed
     def apply(self, event: Event) -> set[IPv4Network]:
         if isinstance(event, Update):

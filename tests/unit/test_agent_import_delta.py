@@ -49,7 +49,7 @@ updates = st.builds(
 def test_per_update_import_matches_the_full_rerun(seq):
     async def run():
         delta, full = make_agent(), make_agent()
-        full._import_update = lambda event: False  # force the full re-run on every update
+        full._import_update = lambda event: None  # force the full re-run on every update
         for u in seq:
             delta.handle_event(u)
             full.handle_event(u)
