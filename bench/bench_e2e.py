@@ -25,6 +25,7 @@ from bench.common import (
     Cleanup,
     RouteWatcher,
     agent_established,
+    cpu_seconds,
     median,
     process_tree,
     rss_kib,
@@ -108,19 +109,23 @@ class E2ELab:
         subprocess.run(["birdc", "-s", str(self.announcer.socket), *cmd.split()], check=True,
                        capture_output=True)
 
-    def announce(self, who: str, timeout: float = 120) -> float:
+    def _trigger(self, who: str, cmd: str, target: int, timeout: float) -> float:
         w = self.watchers[who]
+        pids = self.pids(who)
+        cpu0 = cpu_seconds(pids)
         w.mark()
         t0 = time.monotonic()
-        self.birdc(f"enable s_{who}")
-        return w.wait_count(len(self.nets), timeout) - t0
+        self.birdc(f"{cmd} s_{who}")
+        elapsed = w.wait_count(target, timeout) - t0
+        self.last_cpu = cpu_seconds(pids) - cpu0  # up to now: includes a little work after the last route
+        return elapsed
+
+    def announce(self, who: str, timeout: float = 120) -> float:
+        """Seconds from `birdc enable` on the announcer to all routes in the node's kernel table."""
+        return self._trigger(who, "enable", len(self.nets), timeout)
 
     def withdraw(self, who: str, timeout: float = 120) -> float:
-        w = self.watchers[who]
-        w.mark()
-        t0 = time.monotonic()
-        self.birdc(f"disable s_{who}")
-        return w.wait_count(0, timeout) - t0
+        return self._trigger(who, "disable", 0, timeout)
 
     def pids(self, who: str) -> list[int]:
         return process_tree(self.agent.pids[0]) if who == "agent" else list(self.ref.pids)
@@ -147,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
     args = ap.parse_args(argv)
     times: dict[str, list[float]] = {"ref_add": [], "ref_del": [], "agent_add": [], "agent_del": []}
+    cpu: dict[str, list[float]] = {k: [] for k in times}
     rss: dict[str, int] = {}
     work = Path(tempfile.mkdtemp(prefix="bgpnet-bench-e2e-", dir="/tmp"))
     lab = E2ELab(args.prefixes, work)
@@ -157,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             for who in order:
                 settle(lab, args.settle)
                 times[f"{who}_add"].append(lab.announce(who))
+                cpu[f"{who}_add"].append(lab.last_cpu)
                 rss[who] = max(rss.get(who, 0), lab.rss(who))
                 settle(lab, args.settle)
                 times[f"{who}_del"].append(lab.withdraw(who))
+                cpu[f"{who}_del"].append(lab.last_cpu)
         overruns = {who: w.overruns for who, w in lab.watchers.items()}
     finally:
         lab.down()
@@ -173,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
           f"ratio {ratio_add:.2f}x (target <= 2x)")
     print(f"  withdraw -> removed:    BIRD 2 {med['ref_del']:.3f} s   bgpnet agent {med['agent_del']:.3f} s   "
           f"ratio {ratio_del:.2f}x (target <= 2x)")
+    mcpu = {k: median(v) for k, v in cpu.items()}
+    print(f"  CPU seconds used (announce/withdraw): BIRD 2 {mcpu['ref_add']:.2f}/{mcpu['ref_del']:.2f}   "
+          f"agent+ExaBGP+relay {mcpu['agent_add']:.2f}/{mcpu['agent_del']:.2f}")
     print(f"  RSS at {args.prefixes} routes: BIRD 2 {rss['ref'] / 1024:.1f} MiB   "
           f"agent+ExaBGP+relay {rss['agent'] / 1024:.1f} MiB")
     if any(overruns.values()):
@@ -182,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "median_s": {k: round(v, 4) for k, v in med.items()},
         "all_s": {k: [round(x, 4) for x in v] for k, v in times.items()},
         "ratio_install": round(ratio_add, 3), "ratio_withdraw": round(ratio_del, 3), "target_ratio": 2.0,
-        "rss_kib": rss,
+        "rss_kib": rss, "cpu_s": {k: round(v, 3) for k, v in mcpu.items()},
     }))
     return 0
 
