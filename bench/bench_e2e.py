@@ -39,13 +39,15 @@ from bgpnet.lab.routers import start_agent, start_bird
 RANGE = IPv4Network("10.64.0.0/10")  # the test prefixes; also the agent's bgp.import_allow
 ANNOUNCER_AS, NODE_AS = 65000, 64512
 # node -> (announcer address, node address, announcer table/static/bgp protocol suffix)
-LINKS = {"ref": ("192.168.50.1", "192.168.50.2"), "agent": ("192.168.51.1", "192.168.51.2")}
+LINKS = {"ref": ("192.168.50.1", "192.168.50.2"), "agent": ("192.168.51.1", "192.168.51.2"),
+         "other": ("192.168.52.1", "192.168.52.2")}  # "other": a second bgpnet tree (--compare)
 
 
-def announcer_conf(nets: list[IPv4Network]) -> str:
+def announcer_conf(nets: list[IPv4Network], nodes=("ref", "agent")) -> str:
     routes = "".join(f"  route {n} blackhole;\n" for n in nets)
     out = ["router id 192.168.50.1;", "protocol device {}"]
-    for who, (local, peer) in LINKS.items():
+    for who in nodes:
+        local, peer = LINKS[who]
         out += [
             f"ipv4 table t_{who};",
             f"protocol static s_{who} {{\n  ipv4 {{ table t_{who}; }};\n  disabled;\n{routes}}}",
@@ -71,7 +73,10 @@ protocol bgp up {{
 class E2ELab:
     """Announcer + BIRD node + agent node, sessions established, nothing announced yet."""
 
-    def __init__(self, prefixes: int, workdir: Path):
+    def __init__(self, prefixes: int, workdir: Path, compare: str | None = None):
+        self.compare = compare  # another checkout's root: its `bgpnet agent` runs as node "other"
+        self.nodes = ("ref", "agent", "other") if compare else ("ref", "agent")
+        self.agents: dict = {}
         self.nets = test_prefixes(prefixes)
         assert all(n.subnet_of(RANGE) for n in self.nets), "too many prefixes for the test range"
         self.dir = workdir
@@ -81,27 +86,32 @@ class E2ELab:
     def up(self) -> E2ELab:
         p = unique_prefix("bne")
         c = self.c
-        ann, ref, agent = c.ns(f"{p}-ann"), c.ns(f"{p}-ref"), c.ns(f"{p}-agt")
-        self.ns = {"ann": ann, "ref": ref, "agent": agent}
-        for i, (who, node) in enumerate((("ref", ref), ("agent", agent)), start=1):
+        ann = c.ns(f"{p}-ann")
+        self.ns = {"ann": ann}
+        for i, who in enumerate(self.nodes, start=1):
+            node = self.ns[who] = c.ns(f"{p}-{who}")
             veth(ann, f"eth{i}", node, "eth1")
             ann.run("ip", "addr", "add", f"{LINKS[who][0]}/24", "dev", f"eth{i}")
             node.run("ip", "addr", "add", f"{LINKS[who][1]}/24", "dev", "eth1")
-        self.announcer = c.keep(start_bird(ann, announcer_conf(self.nets), self.dir / "ann"))
-        self.ref = c.keep(start_bird(ref, ref_node_conf(), self.dir / "ref"))
-        run_dir = self.dir / "agent"
-        run_dir.mkdir()
-        conf = write_agent_config(
-            self.dir / "agent.yaml", name="bench", address=f"{LINKS['agent'][1]}/24", asn=NODE_AS,
-            peers=[{"address": LINKS["agent"][0], "asn": ANNOUNCER_AS, "name": "announcer"}],
-            pod_cidrs=["10.244.2.0/24"], store=self.dir / "store.db", run_dir=run_dir,
-            import_allow=[str(RANGE)])
-        self.agent = c.keep(start_agent(agent, conf, run_dir))
-        self.agent_dir = run_dir
+        self.announcer = c.keep(start_bird(ann, announcer_conf(self.nets, self.nodes), self.dir / "ann"))
+        self.ref = c.keep(start_bird(self.ns["ref"], ref_node_conf(), self.dir / "ref"))
+        for who in self.nodes[1:]:
+            run_dir = self.dir / who
+            run_dir.mkdir()
+            conf = write_agent_config(
+                self.dir / f"{who}.yaml", name=who, address=f"{LINKS[who][1]}/24", asn=NODE_AS,
+                peers=[{"address": LINKS[who][0], "asn": ANNOUNCER_AS, "name": "announcer"}],
+                pod_cidrs=["10.244.2.0/24"], store=self.dir / f"{who}.db", run_dir=run_dir,
+                import_allow=[str(RANGE)])
+            env = {"PYTHONPATH": self.compare} if who == "other" else None
+            self.agents[who] = c.keep(start_agent(self.ns[who], conf, run_dir, env=env))
+        self.agent = self.agents["agent"]
+        self.agent_dir = self.dir / "agent"
         wait(lambda: "Established" in self.announcer.protocols().get("to_ref", {}).get("info", ""), 60,
              "the reference BIRD node's session")
-        wait(lambda: agent_established(run_dir), 60, "the agent's session and first sync")
-        for who in ("ref", "agent"):
+        for who in self.nodes[1:]:
+            wait(lambda who=who: agent_established(self.dir / who), 60, f"{who}'s session and first sync")
+        for who in self.nodes:
             self.watchers[who] = RouteWatcher(self.ns[who].name, RANGE)
         return self
 
@@ -128,7 +138,7 @@ class E2ELab:
         return self._trigger(who, "disable", 0, timeout)
 
     def pids(self, who: str) -> list[int]:
-        return process_tree(self.agent.pids[0]) if who == "agent" else list(self.ref.pids)
+        return list(self.ref.pids) if who == "ref" else process_tree(self.agents[who].pids[0])
 
     def rss(self, who: str) -> int:
         return rss_kib(self.pids(who))
@@ -150,16 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--settle", type=float, default=1.5, help="seconds of quiet between triggers")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) after the run")
+    ap.add_argument("--compare", metavar="ROOT", help="also run the bgpnet agent of another checkout (its "
+                    "root directory, e.g. an exported older commit), alternating with the others: an A/B")
     args = ap.parse_args(argv)
-    times: dict[str, list[float]] = {"ref_add": [], "ref_del": [], "agent_add": [], "agent_del": []}
+    nodes = ("ref", "agent", "other") if args.compare else ("ref", "agent")
+    times: dict[str, list[float]] = {f"{who}_{op}": [] for who in nodes for op in ("add", "del")}
     cpu: dict[str, list[float]] = {k: [] for k in times}
     rss: dict[str, int] = {}
     work = Path(tempfile.mkdtemp(prefix="bgpnet-bench-e2e-", dir="/tmp"))
-    lab = E2ELab(args.prefixes, work)
+    lab = E2ELab(args.prefixes, work, args.compare)
     try:
         lab.up()
         for r in range(args.runs):
-            order = ("ref", "agent") if r % 2 == 0 else ("agent", "ref")
+            order = nodes if r % 2 == 0 else nodes[::-1]
             for who in order:
                 settle(lab, args.settle)
                 times[f"{who}_add"].append(lab.announce(who))
@@ -186,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
           f"agent+ExaBGP+relay {mcpu['agent_add']:.2f}/{mcpu['agent_del']:.2f}")
     print(f"  RSS at {args.prefixes} routes: BIRD 2 {rss['ref'] / 1024:.1f} MiB   "
           f"agent+ExaBGP+relay {rss['agent'] / 1024:.1f} MiB")
+    if args.compare:
+        print(f"  --compare {args.compare}: announce {med['other_add']:.3f} s, withdraw {med['other_del']:.3f} s, "
+              f"CPU {mcpu['other_add']:.2f}/{mcpu['other_del']:.2f} s, RSS {rss['other'] / 1024:.1f} MiB")
     if any(overruns.values()):
         print(f"  note: route watcher lost notifications and re-dumped: {overruns}")
     print(json.dumps({
