@@ -23,6 +23,7 @@ from bgpnet.datastore import base as kinds
 from bgpnet.datastore.base import Datastore, Object, open_datastore
 from bgpnet.errors import BgpnetError, ConfigError
 from bgpnet.filters import ImportRules, build_rules, select_imports
+from bgpnet.ipip.dataplane import pools_from_objects
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,10 @@ class Agent:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._synced = False
+        self._full_resync = True
+        self.pools: list = []
+        self.underlay_mtu = 1500
+        self.dataplane = None
         self._restarting = False
         self._sync_deadline = 0.0
         self._store_rev: dict[str, str] = {}
@@ -199,6 +204,7 @@ class Agent:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        from bgpnet.ipip.dataplane import Dataplane, underlay_mtu
         from bgpnet.ipip.kernel import RouteTable
         from bgpnet.speaker.rib import Rib
         from bgpnet.speaker.speaker import Speaker
@@ -208,6 +214,8 @@ class Agent:
         self._enable_forwarding()
         if self.route_table is None:
             self.route_table = RouteTable()
+        self.dataplane = Dataplane(self.route_table)
+        self.underlay_mtu = await asyncio.to_thread(underlay_mtu, self.cfg.node.address)
         self.rib = Rib()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -218,6 +226,7 @@ class Agent:
         await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
         self._passwords = read_passwords(self.cfg)
         await self._refresh_from_store(force=True)
+        self.dataplane.check(self.desired_plan())  # e.g. an IPIP pool on a kernel without IPIP: stop now
 
         self._events: asyncio.Queue = asyncio.Queue()
         self.speaker = Speaker(self.run_dir, self._events.put_nowait, listen_address=self.cfg.node.address.ip,
@@ -302,6 +311,7 @@ class Agent:
             return
         neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers)
         self.peer_configs = {p.address: p for p in peers}
+        self.pools = pools_from_objects(objs[kinds.IP_POOL])
         if neighbors != self.neighbors:
             added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
             removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
@@ -469,6 +479,7 @@ class Agent:
                 self._dirty.set()
             if now >= next_resync:
                 next_resync = now + self.cfg.routing.resync_interval
+                self._full_resync = True  # re-check tunnel devices and NAT too, not only routes
                 self._dirty.set()  # a full read of the kernel repairs drift
                 try:
                     await self._sync_policy(force=True)
@@ -477,10 +488,11 @@ class Agent:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def desired_routes(self) -> set:
-        from bgpnet.ipip.plan import plan_routes
+    def desired_plan(self):
+        from bgpnet.ipip.dataplane import plan_dataplane
 
-        return plan_routes(self.rib.best(), self.prefixes, self.cfg.node.address)
+        best = self.rib.best() if self.rib is not None else {}
+        return plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu)
 
     async def _reconcile_loop(self) -> None:
         backoff = 0.5
@@ -492,9 +504,11 @@ class Agent:
             if not self.in_sync(loop.time()):
                 self._write_status()
                 continue
-            desired = self.desired_routes()
+            plan = self.desired_plan()
+            desired = set(plan.routes)
+            full, self._full_resync = self._full_resync, False
             try:
-                result = await asyncio.to_thread(self.route_table.apply, desired)
+                result = await asyncio.to_thread(self.dataplane.apply, plan, full)
             except Exception as e:  # fail static: the last good routes stay; retry with backoff
                 log.error("route apply failed, retrying in %.1fs: %s", backoff, e)
                 self.apply_errors = [str(e)]
