@@ -1,0 +1,718 @@
+"""The pure policy renderer: (pods, namespaces, policies, node) -> iptables chains and ipsets as data.
+
+`explain` answers "may A reach B on port P" by walking the very chains `render` produces (with the
+ipsets' members), so what it says is what the kernel does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import ipaddress
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bgpnet.errors import BgpnetError, ValidationError
+from bgpnet.felix.policy import (
+    EGRESS,
+    INGRESS,
+    Peer,
+    Pod,
+    Policy,
+    PortMatch,
+    Selector,
+    parse_namespace_labels,
+    parse_pod,
+    parse_policy,
+)
+
+log = logging.getLogger(__name__)
+
+# Host-side pod interfaces start with this (the CNI plugin names them, e.g. "bn" + a hash). Traffic from
+# an interface with this prefix that no local Pod object claims is dropped.
+POD_INTERFACE_PREFIX = "bn"
+# Every chain and ipset we own starts with this; the driver never touches anything else.
+PREFIX = "BGPNET-"
+HASH_COMMENT = "bgpnet:"
+# A policy chain sets this mark bit when one of its rules allows the packet; the pod chain returns on it.
+ACCEPT_MARK = 0x20000
+
+FORWARD_CHAIN = PREFIX + "FORWARD"
+INPUT_CHAIN = PREFIX + "INPUT"
+FROM_POD_CHAIN = PREFIX + "FROM-POD"       # dispatch on the incoming pod interface (egress policy)
+TO_POD_CHAIN = PREFIX + "TO-POD"           # dispatch on the outgoing pod interface (ingress policy)
+POD_TO_HOST_CHAIN = PREFIX + "POD-TO-HOST"
+
+SET_TYPES = {"S": "hash:ip", "N": "hash:net", "P": "hash:ip,port"}
+UPLINK = "<uplink>"  # explain's stand-in for a node's non-pod interface
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+@dataclass(frozen=True)
+class Match:
+    in_iface: str = ""        # "bn+" matches the prefix, like iptables
+    out_iface: str = ""
+    src: str = ""             # CIDR
+    protocol: str = ""        # tcp / udp / sctp
+    dports: tuple[tuple[int, int], ...] = ()
+    src_set: str = ""         # hash:ip / hash:net set matched on the source address
+    dst_set: str = ""
+    dst_port_set: str = ""    # hash:ip,port set matched on (destination address, protocol:port)
+    ctstate: tuple[str, ...] = ()
+    mark: int = 0             # packet has these mark bits set
+
+    def args(self) -> list[str]:
+        a: list[str] = []
+        if self.in_iface:
+            a += ["-i", self.in_iface]
+        if self.out_iface:
+            a += ["-o", self.out_iface]
+        if self.src:
+            a += ["-s", self.src]
+        if self.protocol:
+            a += ["-p", self.protocol]
+        if self.dports:
+            spec = [f"{lo}" if lo == hi else f"{lo}:{hi}" for lo, hi in self.dports]
+            a += ["--dport", spec[0]] if len(spec) == 1 else ["-m", "multiport", "--dports", ",".join(spec)]
+        if self.src_set:
+            a += ["-m", "set", "--match-set", self.src_set, "src"]
+        if self.dst_set:
+            a += ["-m", "set", "--match-set", self.dst_set, "dst"]
+        if self.dst_port_set:
+            a += ["-m", "set", "--match-set", self.dst_port_set, "dst,dst"]
+        if self.ctstate:
+            a += ["-m", "conntrack", "--ctstate", ",".join(self.ctstate)]
+        if self.mark:
+            a += ["-m", "mark", "--mark", f"{self.mark:#x}/{self.mark:#x}"]
+        return a
+
+
+@dataclass(frozen=True)
+class Rule:
+    match: Match
+    action: str               # ACCEPT DROP REJECT RETURN JUMP GOTO MARK
+    target: str = ""          # chain (JUMP/GOTO), reject-with (REJECT), "set"/"clear" (MARK)
+    comment: str = ""
+
+    def action_args(self) -> list[str]:
+        if self.action == "JUMP":
+            return ["-j", self.target]
+        if self.action == "GOTO":
+            return ["-g", self.target]
+        if self.action == "REJECT":
+            return ["-j", "REJECT", "--reject-with", self.target]
+        if self.action == "MARK":
+            value = ACCEPT_MARK if self.target == "set" else 0
+            return ["-j", "MARK", "--set-xmark", f"{value:#x}/{ACCEPT_MARK:#x}"]
+        return ["-j", self.action]
+
+    def render(self, chain: str, rule_hash: str, verb: str = "-A") -> str:
+        """One iptables-restore line, carrying our hash comment (and the human one)."""
+        parts = [verb, chain, *self.match.args(), "-m", "comment", "--comment", f'"{HASH_COMMENT}{rule_hash}"']
+        if self.comment:
+            parts += ["-m", "comment", "--comment", '"' + self.comment.replace('"', "'")[:250] + '"']
+        return " ".join(parts + self.action_args())
+
+
+def _rule_hashes(chain: str, rules: Iterable[Rule]) -> tuple[str, ...]:
+    # Each hash covers the chain name, the previous hash and the rule, so equal hash lists mean
+    # equal chains (Calico's scheme): the driver compares hashes only, never iptables' own spelling.
+    out, prev = [], ""
+    for r in rules:
+        text = " ".join(r.match.args() + r.action_args() + [r.comment])
+        digest = hashlib.sha256(f"{chain}\0{prev}\0{text}".encode()).digest()
+        prev = base64.urlsafe_b64encode(digest).decode()[:16]
+        out.append(prev)
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...] = ()
+    hashes: tuple[str, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "hashes", _rule_hashes(self.name, self.rules))
+
+    def lines(self) -> list[str]:
+        return [r.render(self.name, h) for r, h in zip(self.rules, self.hashes, strict=True)]
+
+
+@dataclass(frozen=True)
+class Hook:
+    """Our one jump rule at the top of a built-in chain (FORWARD, INPUT)."""
+
+    chain: str
+    rule: Rule
+
+    @property
+    def hash(self) -> str:
+        return _rule_hashes(self.chain, [self.rule])[0]
+
+    def line(self, verb: str = "-A") -> str:
+        return self.rule.render(self.chain, self.hash, verb)
+
+
+@dataclass(frozen=True)
+class IPSet:
+    name: str
+    type: str                    # hash:ip, hash:net, hash:ip,port
+    members: frozenset[str]      # as `ipset save` spells them ("10.0.0.0/8 nomatch" for except)
+    description: str = field(default="", compare=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A local pod as the renderer saw it: where its chains are and which policies select it."""
+
+    pod: str
+    interface: str
+    ip: str | None
+    ingress_chain: str
+    egress_chain: str
+    ingress_policies: tuple[str, ...]
+    egress_policies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    chains: tuple[Chain, ...]
+    ipsets: tuple[IPSet, ...]
+    hooks: tuple[Hook, ...]
+    endpoints: tuple[Endpoint, ...] = ()
+    errors: tuple[str, ...] = ()          # malformed objects that were skipped
+
+    def chain(self, name: str) -> Chain | None:
+        return next((c for c in self.chains if c.name == name), None)
+
+    def ipset(self, name: str) -> IPSet | None:
+        return next((s for s in self.ipsets if s.name == name), None)
+
+    def rule_count(self) -> int:
+        return sum(len(c.rules) for c in self.chains) + len(self.hooks)
+
+
+# ---------------------------------------------------------------------------------------------- cluster model
+
+def _items(objs: Any) -> list[tuple[str, dict]]:
+    """Accept {name: spec} or datastore Objects."""
+    if objs is None:
+        return []
+    if isinstance(objs, Mapping):
+        return sorted(objs.items())
+    return sorted((o.name, o.spec) for o in objs)
+
+
+class Cluster:
+    """Parsed, validated inputs with the lookups the renderer needs (selector results memoized)."""
+
+    def __init__(self, pods: Any, namespaces: Any, policies: Any):
+        self.errors: list[str] = []
+        self.namespaces: dict[str, dict[str, str]] = {}
+        for name, spec in _items(namespaces):
+            try:
+                self.namespaces[name] = parse_namespace_labels(name, spec)
+            except ValidationError as e:
+                self.errors.append(f"Namespace {name} skipped: {e}")
+                self.namespaces[name] = parse_namespace_labels(name, {})
+        self.pods: list[Pod] = []
+        for name, spec in _items(pods):
+            try:
+                self.pods.append(parse_pod(name, spec))
+            except ValidationError as e:
+                self.errors.append(f"{e} (pod skipped)")
+        self.by_key = {p.key: p for p in self.pods}
+        self.pods_by_ns: dict[str, list[Pod]] = defaultdict(list)
+        for p in self.pods:
+            self.pods_by_ns[p.namespace].append(p)
+            if p.namespace not in self.namespaces:
+                self.namespaces[p.namespace] = parse_namespace_labels(p.namespace, {})
+        self.policies: list[Policy] = []
+        for name, spec in _items(policies):
+            try:
+                pol = parse_policy(spec, f"NetworkPolicy {name}")
+            except ValidationError as e:
+                self.errors.append(f"{e} (policy skipped; the others still apply)")
+                continue
+            if pol.key != name:
+                self.errors.append(f"NetworkPolicy {name}: metadata says {pol.key} (policy skipped)")
+                continue
+            self.policies.append(pol)
+        self._memo: dict[tuple, bool] = {}
+
+    def _matches(self, sel: Selector, labels: tuple[tuple[str, str], ...], d: dict[str, str]) -> bool:
+        k = (sel, labels)
+        r = self._memo.get(k)
+        if r is None:
+            r = self._memo[k] = sel.matches(d)
+        return r
+
+    def selected(self, pol: Policy) -> list[Pod]:
+        return [p for p in self.pods_by_ns.get(pol.namespace, ())
+                if self._matches(pol.pod_selector, p.labels, p.label_map)]
+
+    def peer_pods(self, peer: Peer) -> list[Pod]:
+        if peer.is_ip_block:
+            return [p for p in self.pods if p.ip and ip_in_block(p.ip, peer)]
+        if peer.namespace_selector is None:
+            namespaces = [peer.namespace]
+        else:
+            namespaces = [ns for ns, labels in sorted(self.namespaces.items())
+                          if self._matches(peer.namespace_selector, tuple(sorted(labels.items())), labels)]
+        out = []
+        for ns in namespaces:
+            for p in self.pods_by_ns.get(ns, ()):
+                if peer.pod_selector is None or self._matches(peer.pod_selector, p.labels, p.label_map):
+                    out.append(p)
+        return out
+
+
+def ip_in_block(ip: str, peer: Peer) -> bool:
+    addr = ipaddress.ip_address(ip)
+    net = ipaddress.ip_network(peer.cidr)
+    if addr.version != net.version or addr not in net:
+        return False
+    return not any(addr in ipaddress.ip_network(e) for e in peer.excepts)
+
+
+# ---------------------------------------------------------------------------------------------- render
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def pod_chain_names(iface: str) -> tuple[str, str]:
+    """(ingress chain, egress chain) of the pod behind host interface `iface`."""
+    return f"{PREFIX}TW-{iface}", f"{PREFIX}FW-{iface}"
+
+
+def policy_chain_name(policy_key: str, direction: str) -> str:
+    return f"{PREFIX}P{'I' if direction == INGRESS else 'O'}-{_short_hash(policy_key)}"
+
+
+class _Renderer:
+    def __init__(self, cluster: Cluster, node: str, interface_prefix: str, deny: str):
+        if deny not in ("reject", "drop"):
+            raise ValueError(f"deny must be reject or drop, not {deny!r}")
+        self.c = cluster
+        self.node = node
+        self.prefix = interface_prefix
+        self.deny = deny
+        self.sets: dict[str, IPSet] = {}
+        self.errors = list(cluster.errors)
+
+    # -- ipsets
+    def _set(self, kind: str, key: str, description: str, members_fn) -> str:
+        name = f"{PREFIX}{kind}-{_short_hash(key)}"
+        if name not in self.sets:
+            self.sets[name] = IPSet(name, SET_TYPES[kind], frozenset(members_fn()), description)
+        return name
+
+    def peer_set(self, peer: Peer) -> str:
+        if peer.is_ip_block:
+            def members():
+                out = set()
+                for net in _split_zero(peer.cidr):
+                    out.add(_net_member(net))
+                out.update(f"{_net_member(e)} nomatch" for e in peer.excepts)
+                return out
+            return self._set("N", repr(("N", peer.cidr, tuple(sorted(peer.excepts)))), str(peer), members)
+        return self._set("S", repr(("S", peer)), str(peer),
+                         lambda: {p.ip for p in self.c.peer_pods(peer) if p.ip})
+
+    def named_port_set(self, dest: tuple, pods_fn, pm: PortMatch, description: str) -> str:
+        proto = pm.protocol.lower()
+
+        def members():
+            out = set()
+            for p in pods_fn():
+                port = p.named_port(pm.port, pm.protocol)
+                if p.ip and port is not None:
+                    out.add(f"{p.ip},{proto}:{port}")
+            return out
+        return self._set("P", repr(("P", dest, pm.protocol, pm.port)),
+                         f"{description}, port {pm.port}/{pm.protocol}", members)
+
+    # -- policy chains
+    def policy_chain(self, pol: Policy, direction: str) -> Chain:
+        name = policy_chain_name(pol.key, direction)
+        rules: list[Rule] = []
+        set_field = "src_set" if direction == INGRESS else "dst_set"
+        for i, prule in enumerate(pol.rules(direction)):
+            label = f"{pol.key} {direction.lower()} rule {i}"
+            peers: list[Peer | None] = list(prule.peers) if prule.peers else [None]
+            for peer in peers:
+                if peer is not None and peer.is_ip_block and ipaddress.ip_network(peer.cidr).version != 4:
+                    continue  # IPv6 blocks never match this IPv4 datapath
+                peer_desc = "any peer" if peer is None else str(peer)
+                peer_match = {} if peer is None else {set_field: self.peer_set(peer)}
+                for port_match, port_desc in self._port_matches(pol, direction, prule.ports, peer):
+                    m = dict(peer_match)
+                    if "dst_port_set" in port_match and direction == EGRESS:
+                        m.pop("dst_set", None)  # the named-port set already holds only the peer's pods
+                    m.update(port_match)
+                    rules.append(Rule(Match(**m), "MARK", "set", f"{label}: {peer_desc}, {port_desc}"))
+        return Chain(name, tuple(rules))
+
+    def _port_matches(self, pol: Policy, direction: str, ports: tuple[PortMatch, ...], peer: Peer | None):
+        if not ports:
+            return [({}, "any port")]
+        out = []
+        by_proto: dict[str, list[PortMatch]] = defaultdict(list)
+        for pm in ports:
+            by_proto[pm.protocol].append(pm)
+        for proto in sorted(by_proto):
+            pms = by_proto[proto]
+            if any(pm.port is None for pm in pms):
+                out.append(({"protocol": proto.lower()}, f"all/{proto}"))
+                continue
+            ranges = sorted({(pm.port, pm.end_port or pm.port) for pm in pms if isinstance(pm.port, int)})
+            for chunk in _multiport_chunks(ranges):
+                desc = ",".join(str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in chunk) + f"/{proto}"
+                out.append(({"protocol": proto.lower(), "dports": tuple(chunk)}, desc))
+            for pm in pms:
+                if not isinstance(pm.port, str):
+                    continue
+                if direction == INGRESS:
+                    dest = ("selected", pol.namespace, pol.pod_selector)
+                    fn = lambda pol=pol: self.c.selected(pol)  # noqa: E731
+                    what = f"pods selected by {pol.key}"
+                elif peer is None:
+                    dest, fn, what = ("all",), (lambda: self.c.pods), "all pods"
+                else:
+                    dest, fn, what = ("peer", peer), (lambda peer=peer: self.c.peer_pods(peer)), str(peer)
+                s = self.named_port_set(dest, fn, pm, what)
+                out.append(({"protocol": proto.lower(), "dst_port_set": s}, f"port {pm.port}/{proto}"))
+        return out
+
+    # -- per-pod chains
+    def deny_rules(self, text: str) -> list[Rule]:
+        if self.deny == "drop":
+            return [Rule(Match(), "DROP", comment=text)]
+        # REJECT makes a denied connection fail at once instead of after the client's timeout.
+        return [Rule(Match(protocol="tcp"), "REJECT", "tcp-reset", text),
+                Rule(Match(), "REJECT", "icmp-port-unreachable", text)]
+
+    def pod_chain(self, name: str, pod: Pod, direction: str, pols: list[Policy]) -> Chain:
+        d = direction.lower()
+        if not pols:
+            return Chain(name, (Rule(Match(), "RETURN", comment=f"{pod.key}: no {d} policy selects this pod"),))
+        rules = [Rule(Match(), "MARK", "clear")]
+        for pol in pols:
+            rules.append(Rule(Match(), "JUMP", policy_chain_name(pol.key, direction), f"policy {pol.key}"))
+            rules.append(Rule(Match(mark=ACCEPT_MARK), "RETURN", comment=f"{pod.key}: {d} allowed by {pol.key}"))
+        names = ", ".join(p.key for p in pols)
+        rules += self.deny_rules(f"{pod.key}: {d} denied, no rule of {names} allows it")
+        return Chain(name, tuple(rules))
+
+    def render(self) -> Ruleset:
+        local: list[Pod] = []
+        seen_ifaces: dict[str, str] = {}
+        for p in self.c.pods:
+            if p.node != self.node or not p.interface:
+                continue
+            if not p.interface.startswith(self.prefix):
+                self.errors.append(f"Pod {p.key}: interface {p.interface} does not start with the pod "
+                                   f"interface prefix {self.prefix!r} (pod not programmed; its traffic is "
+                                   "not policed)")
+                continue
+            if p.interface in seen_ifaces:
+                self.errors.append(f"Pod {p.key}: interface {p.interface} already belongs to pod "
+                                   f"{seen_ifaces[p.interface]} (pod skipped)")
+                continue
+            seen_ifaces[p.interface] = p.key
+            local.append(p)
+        local.sort(key=lambda p: p.interface)
+
+        selecting: dict[str, dict[str, list[Policy]]] = {INGRESS: defaultdict(list), EGRESS: defaultdict(list)}
+        local_keys = {p.key for p in local}
+        for pol in self.c.policies:
+            sel = [p for p in self.c.selected(pol) if p.key in local_keys]
+            for direction in pol.types:
+                for p in sel:
+                    selecting[direction][p.key].append(pol)
+
+        chains: dict[str, Chain] = {}
+        endpoints = []
+        for p in local:
+            tw, fw = pod_chain_names(p.interface)
+            ing, egr = selecting[INGRESS].get(p.key, []), selecting[EGRESS].get(p.key, [])
+            chains[tw] = self.pod_chain(tw, p, INGRESS, ing)
+            chains[fw] = self.pod_chain(fw, p, EGRESS, egr)
+            for direction, pols in ((INGRESS, ing), (EGRESS, egr)):
+                for pol in pols:
+                    cname = policy_chain_name(pol.key, direction)
+                    if cname not in chains:
+                        chains[cname] = self.policy_chain(pol, direction)
+            endpoints.append(Endpoint(p.key, p.interface, p.ip, tw, fw, tuple(x.key for x in ing),
+                                      tuple(x.key for x in egr)))
+
+        pfx = self.prefix + "+"
+        fail = "unknown pod interface or source address: fail closed"
+        from_pod, to_pod, to_host = [], [], []
+        for p in local:
+            tw, fw = pod_chain_names(p.interface)
+            src = f"{p.ip}/32" if p.ip else ""
+            from_pod.append(Rule(Match(in_iface=p.interface, src=src), "GOTO", fw, p.key))
+            to_pod.append(Rule(Match(out_iface=p.interface), "GOTO", tw, p.key))
+            to_host.append(Rule(Match(in_iface=p.interface, src=src), "RETURN", comment=p.key))
+        chains[FROM_POD_CHAIN] = Chain(FROM_POD_CHAIN, tuple(from_pod + [Rule(Match(), "DROP", comment=fail)]))
+        chains[TO_POD_CHAIN] = Chain(TO_POD_CHAIN, tuple(
+            to_pod + [Rule(Match(), "DROP", comment="unknown pod interface: fail closed")]))
+        chains[POD_TO_HOST_CHAIN] = Chain(POD_TO_HOST_CHAIN, tuple(to_host + [Rule(Match(), "DROP", comment=fail)]))
+        est = ("RELATED", "ESTABLISHED")
+        chains[FORWARD_CHAIN] = Chain(FORWARD_CHAIN, (
+            Rule(Match(in_iface=pfx, ctstate=est), "ACCEPT", comment="replies and established flows"),
+            Rule(Match(out_iface=pfx, ctstate=est), "ACCEPT", comment="replies and established flows"),
+            Rule(Match(in_iface=pfx, ctstate=("INVALID",)), "DROP"),
+            Rule(Match(out_iface=pfx, ctstate=("INVALID",)), "DROP"),
+            Rule(Match(in_iface=pfx), "JUMP", FROM_POD_CHAIN, "egress policy of the sending pod"),
+            Rule(Match(out_iface=pfx), "JUMP", TO_POD_CHAIN, "ingress policy of the receiving pod"),
+            Rule(Match(in_iface=pfx), "ACCEPT", comment="policy allowed"),
+            Rule(Match(out_iface=pfx), "ACCEPT", comment="policy allowed"),
+        ))
+        # Traffic between a pod and its own node is always allowed (Kubernetes semantics), but only
+        # from interfaces and addresses we know.
+        chains[INPUT_CHAIN] = Chain(INPUT_CHAIN, (Rule(Match(in_iface=pfx), "JUMP", POD_TO_HOST_CHAIN),))
+        hooks = (Hook("FORWARD", Rule(Match(), "JUMP", FORWARD_CHAIN, "bgpnet policy")),
+                 Hook("INPUT", Rule(Match(), "JUMP", INPUT_CHAIN, "bgpnet policy")))
+        return Ruleset(tuple(chains[k] for k in sorted(chains)), tuple(self.sets[k] for k in sorted(self.sets)),
+                       hooks, tuple(endpoints), tuple(self.errors))
+
+
+def _net_member(cidr: str) -> str:
+    net = ipaddress.ip_network(cidr)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def _split_zero(cidr: str) -> list[str]:
+    # hash:net cannot hold a /0; two /1s cover the same addresses.
+    net = ipaddress.ip_network(cidr)
+    return [str(n) for n in net.subnets()] if net.prefixlen == 0 else [cidr]
+
+
+def _multiport_chunks(ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    # multiport takes up to 15 ports, a range counting as two.
+    chunks: list[list[tuple[int, int]]] = [[]]
+    used = 0
+    for lo, hi in ranges:
+        cost = 1 if lo == hi else 2
+        if used + cost > 15:
+            chunks.append([])
+            used = 0
+        chunks[-1].append((lo, hi))
+        used += cost
+    return [c for c in chunks if c]
+
+
+def render_cluster(cluster: Cluster, node: str, *, interface_prefix: str = POD_INTERFACE_PREFIX,
+                   deny: str = "reject") -> Ruleset:
+    return _Renderer(cluster, node, interface_prefix, deny).render()
+
+
+def render(pods: Any, namespaces: Any, policies: Any, node: str, *,
+           interface_prefix: str = POD_INTERFACE_PREFIX, deny: str = "reject") -> Ruleset:
+    """The chains, ipsets and hooks that enforce `policies` for the pods of `node`.
+
+    Inputs are {name: spec} mappings (or datastore Objects) as stored: pods "ns/name" -> {node, ip,
+    labels, ports, interface}, namespaces "name" -> {labels}, policies "ns/name" -> {metadata, spec}.
+    Malformed objects are skipped and listed in `Ruleset.errors`; the rest is rendered.
+    """
+    return render_cluster(Cluster(pods, namespaces, policies), node, interface_prefix=interface_prefix,
+                          deny=deny)
+
+
+# ---------------------------------------------------------------------------------------------- simulate
+
+@dataclass
+class Packet:
+    in_iface: str
+    out_iface: str
+    src: str
+    dst: str
+    protocol: str       # tcp / udp / sctp
+    dport: int
+    ctstate: str = "NEW"
+    mark: int = 0
+
+
+def _iface_match(pattern: str, iface: str) -> bool:
+    if pattern.endswith("+"):
+        return iface.startswith(pattern[:-1])
+    return iface == pattern
+
+
+def set_contains(s: IPSet, ip: str, protocol: str = "", port: int = 0) -> bool:
+    if s.type == "hash:ip":
+        return ip in s.members
+    if s.type == "hash:ip,port":
+        return f"{ip},{protocol}:{port}" in s.members
+    addr = ipaddress.ip_address(ip)
+    best = None  # the most specific entry decides, as in the kernel's hash:net
+    for m in s.members:
+        net_s, _, flag = m.partition(" ")
+        net = ipaddress.ip_network(net_s)
+        if addr in net and (best is None or net.prefixlen > best[0]):
+            best = (net.prefixlen, flag != "nomatch")
+    return bool(best and best[1])
+
+
+def _rule_matches(m: Match, pkt: Packet, sets: Mapping[str, IPSet]) -> bool:
+    if m.in_iface and not _iface_match(m.in_iface, pkt.in_iface):
+        return False
+    if m.out_iface and not _iface_match(m.out_iface, pkt.out_iface):
+        return False
+    if m.src and ipaddress.ip_address(pkt.src) not in ipaddress.ip_network(m.src):
+        return False
+    if m.protocol and m.protocol != pkt.protocol:
+        return False
+    if m.dports and not any(lo <= pkt.dport <= hi for lo, hi in m.dports):
+        return False
+    if m.src_set and not set_contains(sets[m.src_set], pkt.src):
+        return False
+    if m.dst_set and not set_contains(sets[m.dst_set], pkt.dst):
+        return False
+    if m.dst_port_set and not set_contains(sets[m.dst_port_set], pkt.dst, pkt.protocol, pkt.dport):
+        return False
+    if m.ctstate and pkt.ctstate not in m.ctstate:
+        return False
+    if m.mark and (pkt.mark & m.mark) != m.mark:
+        return False
+    return True
+
+
+def simulate(ruleset: Ruleset, chain: str, pkt: Packet) -> tuple[str, list[tuple[str, Rule]]]:
+    """Walk `pkt` through our chains from `chain` like the kernel does.
+
+    Returns (verdict, fired rules): verdict is ACCEPT, DROP, REJECT, or CONTINUE (fell back to the
+    built-in chain, i.e. bgpnet passed the packet on).
+    """
+    chains = {c.name: c for c in ruleset.chains}
+    sets = {s.name: s for s in ruleset.ipsets}
+    fired: list[tuple[str, Rule]] = []
+    stack = [[chain, 0]]
+    for _ in range(100000):
+        if not stack:
+            return "CONTINUE", fired
+        frame = stack[-1]
+        rules = chains[frame[0]].rules
+        if frame[1] >= len(rules):
+            stack.pop()
+            continue
+        rule = rules[frame[1]]
+        frame[1] += 1
+        if not _rule_matches(rule.match, pkt, sets):
+            continue
+        fired.append((frame[0], rule))
+        if rule.action == "MARK":
+            pkt.mark = (pkt.mark | ACCEPT_MARK) if rule.target == "set" else (pkt.mark & ~ACCEPT_MARK)
+        elif rule.action == "JUMP":
+            stack.append([rule.target, 0])
+        elif rule.action == "GOTO":
+            stack[-1] = [rule.target, 0]
+        elif rule.action == "RETURN":
+            stack.pop()
+        else:
+            return rule.action, fired
+    raise RuntimeError("rule loop")  # pragma: no cover - our chains have no cycles
+
+
+# ---------------------------------------------------------------------------------------------- explain
+
+class ExplainError(BgpnetError):
+    exit_status = 2
+
+
+@dataclass(frozen=True)
+class Explanation:
+    allowed: bool
+    src: str
+    dst: str
+    port: int
+    protocol: str
+    steps: tuple[str, ...]
+
+    def __str__(self) -> str:
+        head = (f"{self.src} -> {self.dst} port {self.port}/{self.protocol}: "
+                f"{'ALLOWED' if self.allowed else 'DENIED'}")
+        return "\n".join([head] + [f"  {s}" for s in self.steps])
+
+
+def _decisions(fired: list[tuple[str, Rule]]) -> list[tuple[str, bool, str]]:
+    """(direction, allowed, reason) for each pod chain the packet went through."""
+    out = []
+    last_allow = ""
+    for chain, rule in fired:
+        direction = "egress" if chain.startswith(PREFIX + "FW-") else \
+            "ingress" if chain.startswith(PREFIX + "TW-") else ""
+        if rule.action == "MARK" and rule.target == "set":
+            last_allow = rule.comment
+        elif direction and rule.action == "RETURN":
+            if rule.match.mark:
+                out.append((direction, True, f"allowed by {last_allow}"))
+            else:
+                out.append((direction, True, f"open: {rule.comment.split(': ', 1)[-1]}"))
+        elif direction and rule.action in ("REJECT", "DROP"):
+            out.append((direction, False, rule.comment.split(": ", 1)[-1]))
+        elif rule.action == "DROP":
+            out.append(("dispatch", False, rule.comment))
+    return out
+
+
+def explain_cluster(cluster: Cluster, src: str, dst: str, port: int | str, protocol: str = "TCP", *,
+                    interface_prefix: str = POD_INTERFACE_PREFIX, deny: str = "reject") -> Explanation:
+    protocol = protocol.upper()
+    if protocol not in ("TCP", "UDP", "SCTP"):
+        raise ExplainError(f"protocol must be TCP, UDP or SCTP, not {protocol!r}")
+    pods = {}
+    for which, key in (("--from", src), ("--to", dst)):
+        pod = cluster.by_key.get(key)
+        if pod is None:
+            raise ExplainError(f"{which}: no pod {key!r} in the datastore (use NAMESPACE/POD)")
+        if not pod.ip:
+            raise ExplainError(f"{which}: pod {key} has no IP address yet")
+        pods[which] = pod
+    a, b = pods["--from"], pods["--to"]
+    steps = []
+    if isinstance(port, str) and not port.isdigit():
+        number = b.named_port(port, protocol)
+        if number is None:
+            raise ExplainError(f"--port: pod {b.key} has no {protocol} container port named {port!r}")
+        steps.append(f"port {port}/{protocol} is {number} on {b.key}")
+        port = number
+    port = int(port)
+    proto = protocol.lower()
+    for e in cluster.errors:
+        steps.append(f"note: {e}")
+
+    allowed = True
+    hops = []
+    if a.node and a.interface:
+        out = b.interface if (b.node == a.node and b.interface) else UPLINK
+        hops.append((a.node, a.interface, out))
+    if b.node and b.interface and not (a.node == b.node and a.interface):
+        hops.append((b.node, UPLINK, b.interface))
+    for node, in_if, out_if in hops:
+        rs = render_cluster(cluster, node, interface_prefix=interface_prefix, deny=deny)
+        verdict, fired = simulate(rs, FORWARD_CHAIN, Packet(in_if, out_if, a.ip, b.ip, proto, port))
+        for direction, _ok, reason in _decisions(fired):
+            who = a.key if direction == "egress" else b.key
+            steps.append(f"{direction} {'from' if direction == 'egress' else 'to'} {who} (node {node}): "
+                         f"{reason}" if direction != "dispatch" else f"node {node}: {reason}")
+        if verdict in ("DROP", "REJECT"):
+            allowed = False
+            break
+    if not hops:
+        steps.append("neither pod is on a node with a pod interface: nothing polices this traffic")
+    return Explanation(allowed, a.key, b.key, port, protocol, tuple(steps))
+
+
+def explain(pods: Any, namespaces: Any, policies: Any, src: str, dst: str, port: int | str,
+            protocol: str = "TCP", **kw) -> Explanation:
+    """Would a new connection from pod `src` to pod `dst` on `port` be allowed, and which rule decides."""
+    return explain_cluster(Cluster(pods, namespaces, policies), src, dst, port, protocol, **kw)
