@@ -665,7 +665,9 @@ def _decisions(fired: list[tuple[str, Rule]]) -> list[tuple[str, bool, str]]:
 
 
 def explain_cluster(cluster: Cluster, src: str, dst: str, port: int | str, protocol: str = "TCP", *,
-                    interface_prefix: str = POD_INTERFACE_PREFIX, deny: str = "reject") -> Explanation:
+                    interface_prefix: str = POD_INTERFACE_PREFIX, deny: str = "reject",
+                    rulesets: dict[str, Ruleset] | None = None) -> Explanation:
+    """`explain` on a parsed Cluster; pass a dict as `rulesets` to reuse renders across calls."""
     protocol = protocol.upper()
     if protocol not in ("TCP", "UDP", "SCTP"):
         raise ExplainError(f"protocol must be TCP, UDP or SCTP, not {protocol!r}")
@@ -698,7 +700,10 @@ def explain_cluster(cluster: Cluster, src: str, dst: str, port: int | str, proto
     if b.node and b.interface and not (a.node == b.node and a.interface):
         hops.append((b.node, UPLINK, b.interface))
     for node, in_if, out_if in hops:
-        rs = render_cluster(cluster, node, interface_prefix=interface_prefix, deny=deny)
+        rulesets = {} if rulesets is None else rulesets
+        if node not in rulesets:
+            rulesets[node] = render_cluster(cluster, node, interface_prefix=interface_prefix, deny=deny)
+        rs = rulesets[node]
         verdict, fired = simulate(rs, FORWARD_CHAIN, Packet(in_if, out_if, a.ip, b.ip, proto, port))
         for direction, _ok, reason in _decisions(fired):
             who = a.key if direction == "egress" else b.key
