@@ -130,6 +130,7 @@ class IptablesDriver:
         self.restore_cmd = [f"{iptables}-restore", "--noflush", "--wait"]
         self._state: KernelState | None = None
         self._destroyed: set[str] = set()
+        self.last_result: ApplyResult | None = None
 
     def read(self) -> KernelState:
         st = parse_iptables_save(self._run(self.save_cmd, None))
@@ -140,8 +141,8 @@ class IptablesDriver:
         self._state = None
 
     # -- ipsets
-    def _ipset_script(self, want: dict[str, IPSet], have: dict[str, tuple[str, frozenset[str]]]
-                      ) -> tuple[list[str], int]:
+    def _ipset_script(self, want: dict[str, IPSet], have: dict[str, tuple[str, frozenset[str]]],
+                      swap_all: bool = False) -> tuple[list[str], int]:
         lines: list[str] = []
         written = 0
         for name, s in want.items():
@@ -149,17 +150,22 @@ class IptablesDriver:
             if cur is not None and cur == (s.type, s.members):
                 continue
             written += 1
-            if cur is None or cur[0] != s.type:
-                target = name if cur is None else _temp_name(name)
-            else:
-                target = _temp_name(name)
+            if cur is not None and cur[0] == s.type and not swap_all:
+                # Adds before deletes: each member goes from its old to its new state once, so no
+                # moment allows an address that neither the old nor the new policy allows. Our sets
+                # are only ever matched positively, so this holds for every rule using them.
+                lines.extend(f"add {name} {m}" for m in sorted(s.members - cur[1]))
+                lines.extend(f"del {name} {m}" for m in sorted(cur[1] - s.members))
+                continue
+            target = name if cur is None else _temp_name(name)
             if target != name and target in have:
                 lines.append(f"destroy {target}")  # a leftover from an interrupted swap
                 self._destroyed.add(target)
-            size = max(1024, len(s.members) * 2)
-            lines.append(f"create {target} {s.type} family inet hashsize 1024 maxelem {max(65536, size)}")
+            lines.append(f"create {target} {s.type} family inet hashsize 1024 "
+                         f"maxelem {max(65536, 2 * len(s.members))}")
             lines.extend(f"add {target} {m}" for m in sorted(s.members))
             if target != name:
+                # a whole new content (drift repair, or a type change) replaces the old atomically
                 lines.append(f"swap {target} {name}")
                 lines.append(f"destroy {target}")
         return lines, written
@@ -219,7 +225,7 @@ class IptablesDriver:
         try:
             # 1. sets the new rules reference must exist first
             self._destroyed = set()
-            lines, res.sets_written = self._ipset_script(want_sets, st.sets)
+            lines, res.sets_written = self._ipset_script(want_sets, st.sets, swap_all=res.read_kernel)
             self._ipset_restore(lines)
             for s in want_sets.values():
                 st.sets[s.name] = (s.type, s.members)
@@ -250,6 +256,7 @@ class IptablesDriver:
             self._state = None  # unsure what the kernel holds now: re-read next time
             raise
         res.seconds = time.monotonic() - t0
+        self.last_result = res
         return res
 
     def cleanup(self) -> ApplyResult:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from functools import cached_property
 from typing import Any
 
 from bgpnet.errors import ValidationError
@@ -30,8 +31,19 @@ _IFACE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 # ---------------------------------------------------------------------------------------------- selectors
 
+class CachedHash:
+    """For frozen dataclasses used as memo keys: hash the fields once, not on every lookup."""
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", h)
+        return h
+
+
 @dataclass(frozen=True)
-class Selector:
+class Selector(CachedHash):
     """A label selector: matchLabels AND every matchExpression. Empty selects everything."""
 
     labels: tuple[tuple[str, str], ...] = ()
@@ -71,7 +83,7 @@ class Selector:
 # ---------------------------------------------------------------------------------------------- policy model
 
 @dataclass(frozen=True)
-class Peer:
+class Peer(CachedHash):
     """One entry of `from`/`to`: pods (selectors, ANDed) or an ipBlock."""
 
     namespace: str | None = None            # podSelector alone: pods of the policy's own namespace
@@ -114,7 +126,7 @@ class PolicyRule:
 
 
 @dataclass(frozen=True)
-class Policy:
+class Policy(CachedHash):
     namespace: str
     name: str
     pod_selector: Selector
@@ -122,7 +134,7 @@ class Policy:
     ingress: tuple[PolicyRule, ...] = ()
     egress: tuple[PolicyRule, ...] = ()
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
@@ -147,7 +159,7 @@ class Pod:
     ports: tuple[ContainerPort, ...] = ()
     interface: str = ""
 
-    @property
+    @cached_property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
 
@@ -387,10 +399,7 @@ def parse_pod(key: str, spec: Mapping[str, Any]) -> Pod:
         raise ValidationError("pod name must be namespace/name", where)
     ip = spec.get("ip")
     if ip:
-        try:
-            ip = str(ipaddress.ip_interface(ip).ip)  # CNI may store "10.0.0.5/32"
-        except ValueError:
-            raise ValidationError(f"invalid ip {ip!r}", f"{where}: ip") from None
+        ip = _pod_ip(ip, where)
     labels = parse_labels(spec.get("labels"), f"{where}: labels")
     ports = []
     for i, p in enumerate(spec.get("ports") or []):
@@ -409,6 +418,19 @@ def parse_pod(key: str, spec: Mapping[str, Any]) -> Pod:
         raise ValidationError(f"invalid interface name {iface!r}", f"{where}: interface")
     return Pod(namespace, name, str(spec.get("node") or ""), ip or None, tuple(sorted(labels.items())),
                tuple(ports), iface)
+
+
+_IPV4 = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(/32)?$")
+
+
+def _pod_ip(ip: Any, where: str) -> str:
+    m = _IPV4.match(ip) if isinstance(ip, str) else None
+    if m and all(int(o) <= 255 and (o == "0" or not o.startswith("0")) for o in m.groups()[:4]):
+        return ip[:-3] if m.group(5) else ip  # the common case, without ipaddress' cost
+    try:
+        return str(ipaddress.ip_interface(ip).ip)  # CNI may store "10.0.0.5/32"
+    except ValueError:
+        raise ValidationError(f"invalid ip {ip!r}", f"{where}: ip") from None
 
 
 def _join(where: str, field: str) -> str:

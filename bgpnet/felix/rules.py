@@ -7,6 +7,7 @@ ipsets' members), so what it says is what the kernel does.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -19,6 +20,7 @@ from bgpnet.errors import BgpnetError, ValidationError
 from bgpnet.felix.policy import (
     EGRESS,
     INGRESS,
+    CachedHash,
     Peer,
     Pod,
     Policy,
@@ -47,13 +49,17 @@ TO_POD_CHAIN = PREFIX + "TO-POD"           # dispatch on the outgoing pod interf
 POD_TO_HOST_CHAIN = PREFIX + "POD-TO-HOST"
 
 SET_TYPES = {"S": "hash:ip", "N": "hash:net", "P": "hash:ip,port"}
+POD_KIND, NAMESPACE_KIND, POLICY_KIND = "Pod", "Namespace", "NetworkPolicy"
+# Above this many local pods, dispatch goes through one sub-chain per first interface-name character
+# after the prefix (CNI names are hashes, so ~1/16 each): a pod change rewrites a small chain.
+DISPATCH_SPLIT = 64
 UPLINK = "<uplink>"  # explain's stand-in for a node's non-pod interface
 
 
 # ---------------------------------------------------------------------------------------------- data
 
 @dataclass(frozen=True)
-class Match:
+class Match(CachedHash):
     in_iface: str = ""        # "bn+" matches the prefix, like iptables
     out_iface: str = ""
     src: str = ""             # CIDR
@@ -92,7 +98,7 @@ class Match:
 
 
 @dataclass(frozen=True)
-class Rule:
+class Rule(CachedHash):
     match: Match
     action: str               # ACCEPT DROP REJECT RETURN JUMP GOTO MARK
     target: str = ""          # chain (JUMP/GOTO), reject-with (REJECT), "set"/"clear" (MARK)
@@ -137,7 +143,8 @@ class Chain:
     hashes: tuple[str, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "hashes", _rule_hashes(self.name, self.rules))
+        if len(self.hashes) != len(self.rules):
+            object.__setattr__(self, "hashes", _rule_hashes(self.name, self.rules))
 
     def lines(self) -> list[str]:
         return [r.render(self.name, h) for r, h in zip(self.rules, self.hashes, strict=True)]
@@ -199,31 +206,79 @@ class Ruleset:
 
 # ---------------------------------------------------------------------------------------------- cluster model
 
-def _items(objs: Any) -> list[tuple[str, dict]]:
-    """Accept {name: spec} or datastore Objects."""
+def _items(objs: Any) -> list[tuple[str, dict, str]]:
+    """Accept {name: spec} or datastore Objects; (name, spec, revision or "")."""
     if objs is None:
         return []
     if isinstance(objs, Mapping):
-        return sorted(objs.items())
-    return sorted((o.name, o.spec) for o in objs)
+        return [(n, spec, "") for n, spec in sorted(objs.items())]
+    return sorted(((o.name, o.spec, getattr(o, "revision", "")) for o in objs), key=lambda t: t[0])
+
+
+class RenderCache:
+    """What one render can hand the next: parsed objects (by revision), selector results, chains.
+
+    The renderer still recomputes the whole desired state on every call; the cache only makes the
+    unchanged parts cheap. Entries not used by the latest render are dropped.
+    """
+
+    def __init__(self):
+        self.parsed: dict[tuple, Any] = {}
+        self.match: dict[tuple, bool] = {}
+        self.chains: dict[tuple, Any] = {}
+        self._parsed_next: dict[tuple, Any] = {}
+        self._chains_next: dict[tuple, Any] = {}
+
+    def parse(self, kind: str, name: str, revision: str, spec: dict, fn):
+        if not revision:
+            return fn()
+        key = (kind, name, revision)
+        try:
+            value = self.parsed[key]
+        except KeyError:
+            try:
+                value = fn()
+            except ValidationError as e:
+                value = e
+        self._parsed_next[key] = value
+        if isinstance(value, ValidationError):
+            raise value
+        return value
+
+    def chain(self, key: tuple, fn):
+        try:
+            value = self.chains[key]
+        except KeyError:
+            value = fn()
+        self._chains_next[key] = value
+        return value
+
+    def finish(self) -> None:
+        self.parsed, self._parsed_next = self._parsed_next, {}
+        self.chains, self._chains_next = self._chains_next, {}
+        if len(self.match) > 200_000:
+            self.match.clear()
 
 
 class Cluster:
     """Parsed, validated inputs with the lookups the renderer needs (selector results memoized)."""
 
-    def __init__(self, pods: Any, namespaces: Any, policies: Any):
+    def __init__(self, pods: Any, namespaces: Any, policies: Any, cache: RenderCache | None = None):
+        self.cache = cache or RenderCache()
+        parse = self.cache.parse
         self.errors: list[str] = []
         self.namespaces: dict[str, dict[str, str]] = {}
-        for name, spec in _items(namespaces):
+        for name, spec, rev in _items(namespaces):
             try:
-                self.namespaces[name] = parse_namespace_labels(name, spec)
+                self.namespaces[name] = parse(NAMESPACE_KIND, name, rev, spec,
+                                              lambda n=name, sp=spec: parse_namespace_labels(n, sp))
             except ValidationError as e:
                 self.errors.append(f"Namespace {name} skipped: {e}")
                 self.namespaces[name] = parse_namespace_labels(name, {})
         self.pods: list[Pod] = []
-        for name, spec in _items(pods):
+        for name, spec, rev in _items(pods):
             try:
-                self.pods.append(parse_pod(name, spec))
+                self.pods.append(parse(POD_KIND, name, rev, spec, lambda n=name, sp=spec: parse_pod(n, sp)))
             except ValidationError as e:
                 self.errors.append(f"{e} (pod skipped)")
         self.by_key = {p.key: p for p in self.pods}
@@ -232,10 +287,12 @@ class Cluster:
             self.pods_by_ns[p.namespace].append(p)
             if p.namespace not in self.namespaces:
                 self.namespaces[p.namespace] = parse_namespace_labels(p.namespace, {})
+        self.ns_label_keys = {ns: tuple(sorted(labels.items())) for ns, labels in self.namespaces.items()}
         self.policies: list[Policy] = []
-        for name, spec in _items(policies):
+        for name, spec, rev in _items(policies):
             try:
-                pol = parse_policy(spec, f"NetworkPolicy {name}")
+                pol = parse(POLICY_KIND, name, rev, spec,
+                            lambda n=name, sp=spec: parse_policy(sp, f"NetworkPolicy {n}"))
             except ValidationError as e:
                 self.errors.append(f"{e} (policy skipped; the others still apply)")
                 continue
@@ -243,18 +300,17 @@ class Cluster:
                 self.errors.append(f"NetworkPolicy {name}: metadata says {pol.key} (policy skipped)")
                 continue
             self.policies.append(pol)
-        self._memo: dict[tuple, bool] = {}
+        self._memo = self.cache.match
 
-    def _matches(self, sel: Selector, labels: tuple[tuple[str, str], ...], d: dict[str, str]) -> bool:
+    def _matches(self, sel: Selector, labels: tuple[tuple[str, str], ...]) -> bool:
         k = (sel, labels)
         r = self._memo.get(k)
         if r is None:
-            r = self._memo[k] = sel.matches(d)
+            r = self._memo[k] = sel.matches(dict(labels))
         return r
 
     def selected(self, pol: Policy) -> list[Pod]:
-        return [p for p in self.pods_by_ns.get(pol.namespace, ())
-                if self._matches(pol.pod_selector, p.labels, p.label_map)]
+        return [p for p in self.pods_by_ns.get(pol.namespace, ()) if self._matches(pol.pod_selector, p.labels)]
 
     def peer_pods(self, peer: Peer) -> list[Pod]:
         if peer.is_ip_block:
@@ -262,12 +318,12 @@ class Cluster:
         if peer.namespace_selector is None:
             namespaces = [peer.namespace]
         else:
-            namespaces = [ns for ns, labels in sorted(self.namespaces.items())
-                          if self._matches(peer.namespace_selector, tuple(sorted(labels.items())), labels)]
+            namespaces = [ns for ns, labels in sorted(self.ns_label_keys.items())
+                          if self._matches(peer.namespace_selector, labels)]
         out = []
         for ns in namespaces:
             for p in self.pods_by_ns.get(ns, ()):
-                if peer.pod_selector is None or self._matches(peer.pod_selector, p.labels, p.label_map):
+                if peer.pod_selector is None or self._matches(peer.pod_selector, p.labels):
                     out.append(p)
         return out
 
@@ -291,6 +347,7 @@ def pod_chain_names(iface: str) -> tuple[str, str]:
     return f"{PREFIX}TW-{iface}", f"{PREFIX}FW-{iface}"
 
 
+@functools.lru_cache(maxsize=65536)
 def policy_chain_name(policy_key: str, direction: str) -> str:
     return f"{PREFIX}P{'I' if direction == INGRESS else 'O'}-{_short_hash(policy_key)}"
 
@@ -300,46 +357,69 @@ class _Renderer:
         if deny not in ("reject", "drop"):
             raise ValueError(f"deny must be reject or drop, not {deny!r}")
         self.c = cluster
+        self.cache = cluster.cache
         self.node = node
         self.prefix = interface_prefix
         self.deny = deny
-        self.sets: dict[str, IPSet] = {}
+        # set name -> (kind, spec, description); members are computed once per render in _sets()
+        self.set_specs: dict[str, tuple[str, tuple, str]] = {}
         self.errors = list(cluster.errors)
 
-    # -- ipsets
-    def _set(self, kind: str, key: str, description: str, members_fn) -> str:
-        name = f"{PREFIX}{kind}-{_short_hash(key)}"
-        if name not in self.sets:
-            self.sets[name] = IPSet(name, SET_TYPES[kind], frozenset(members_fn()), description)
+    # -- ipsets: rules name a set by what it selects; its members come from the current pods
+    def _want_set(self, kind: str, spec: tuple, description: str) -> str:
+        name = f"{PREFIX}{kind}-{_short_hash(repr(spec))}"
+        self.set_specs.setdefault(name, (kind, spec, description))
         return name
 
     def peer_set(self, peer: Peer) -> str:
         if peer.is_ip_block:
-            def members():
-                out = set()
-                for net in _split_zero(peer.cidr):
-                    out.add(_net_member(net))
-                out.update(f"{_net_member(e)} nomatch" for e in peer.excepts)
-                return out
-            return self._set("N", repr(("N", peer.cidr, tuple(sorted(peer.excepts)))), str(peer), members)
-        return self._set("S", repr(("S", peer)), str(peer),
-                         lambda: {p.ip for p in self.c.peer_pods(peer) if p.ip})
+            return self._want_set("N", ("N", peer.cidr, tuple(sorted(peer.excepts))), str(peer))
+        return self._want_set("S", ("S", peer), str(peer))
 
-    def named_port_set(self, dest: tuple, pods_fn, pm: PortMatch, description: str) -> str:
-        proto = pm.protocol.lower()
+    def _members(self, kind: str, spec: tuple) -> frozenset[str]:
+        if kind == "N":
+            _, cidr, excepts = spec
+            out = {_net_member(net) for net in _split_zero(cidr)}
+            out.update(f"{_net_member(e)} nomatch" for e in excepts)
+            return frozenset(out)
+        if kind == "S":
+            return frozenset(p.ip for p in self.c.peer_pods(spec[1]) if p.ip)
+        _, dest, protocol, port_name = spec
+        if dest[0] == "selected":
+            pods = [p for p in self.c.pods_by_ns.get(dest[1], ()) if self.c._matches(dest[2], p.labels)]
+        elif dest[0] == "all":
+            pods = self.c.pods
+        else:
+            pods = self.c.peer_pods(dest[1])
+        proto = protocol.lower()
+        out = set()
+        for p in pods:
+            number = p.named_port(port_name, protocol)
+            if p.ip and number is not None:
+                out.add(f"{p.ip},{proto}:{number}")
+        return frozenset(out)
 
-        def members():
-            out = set()
-            for p in pods_fn():
-                port = p.named_port(pm.port, pm.protocol)
-                if p.ip and port is not None:
-                    out.add(f"{p.ip},{proto}:{port}")
-            return out
-        return self._set("P", repr(("P", dest, pm.protocol, pm.port)),
-                         f"{description}, port {pm.port}/{pm.protocol}", members)
+    def _sets(self) -> tuple[IPSet, ...]:
+        return tuple(IPSet(name, SET_TYPES[kind], self._members(kind, spec), desc)
+                     for name, (kind, spec, desc) in sorted(self.set_specs.items()))
 
-    # -- policy chains
+    # -- policy chains (memoized on the parsed policy: same policy, same chain and set names)
     def policy_chain(self, pol: Policy, direction: str) -> Chain:
+        def build():
+            before = set(self.set_specs)
+            chain = self._policy_chain(pol, direction)
+            return chain, {n: self.set_specs[n] for n in self.set_specs if n not in before} | {
+                n: self.set_specs[n] for n in self._used_sets(chain)}
+        chain, sets = self.cache.chain(("policy", pol, direction), build)
+        for name, spec in sets.items():
+            self.set_specs.setdefault(name, spec)
+        return chain
+
+    @staticmethod
+    def _used_sets(chain: Chain) -> set[str]:
+        return {n for r in chain.rules for n in (r.match.src_set, r.match.dst_set, r.match.dst_port_set) if n}
+
+    def _policy_chain(self, pol: Policy, direction: str) -> Chain:
         name = policy_chain_name(pol.key, direction)
         rules: list[Rule] = []
         set_field = "src_set" if direction == INGRESS else "dst_set"
@@ -378,15 +458,15 @@ class _Renderer:
             for pm in pms:
                 if not isinstance(pm.port, str):
                     continue
+                # A named port means "the port of that name on the destination pod": a set of
+                # (pod address, port) for every pod that can be the destination here.
                 if direction == INGRESS:
-                    dest = ("selected", pol.namespace, pol.pod_selector)
-                    fn = lambda pol=pol: self.c.selected(pol)  # noqa: E731
-                    what = f"pods selected by {pol.key}"
+                    dest, what = ("selected", pol.namespace, pol.pod_selector), f"pods selected by {pol.key}"
                 elif peer is None:
-                    dest, fn, what = ("all",), (lambda: self.c.pods), "all pods"
+                    dest, what = ("all",), "all pods"
                 else:
-                    dest, fn, what = ("peer", peer), (lambda peer=peer: self.c.peer_pods(peer)), str(peer)
-                s = self.named_port_set(dest, fn, pm, what)
+                    dest, what = ("peer", peer), str(peer)
+                s = self._want_set("P", ("P", dest, pm.protocol, pm.port), f"{what}, port {pm.port}/{pm.protocol}")
                 out.append(({"protocol": proto.lower(), "dst_port_set": s}, f"port {pm.port}/{proto}"))
         return out
 
@@ -399,16 +479,54 @@ class _Renderer:
                 Rule(Match(), "REJECT", "icmp-port-unreachable", text)]
 
     def pod_chain(self, name: str, pod: Pod, direction: str, pols: list[Policy]) -> Chain:
+        keys = tuple(p.key for p in pols)
+        return self.cache.chain(("pod", name, pod.key, direction, keys, self.deny),
+                                lambda: self._pod_chain(name, pod.key, direction, keys))
+
+    def _pod_chain(self, name: str, pod: str, direction: str, pols: tuple[str, ...]) -> Chain:
         d = direction.lower()
         if not pols:
-            return Chain(name, (Rule(Match(), "RETURN", comment=f"{pod.key}: no {d} policy selects this pod"),))
+            return Chain(name, (Rule(Match(), "RETURN", comment=f"{pod}: no {d} policy selects this pod"),))
         rules = [Rule(Match(), "MARK", "clear")]
-        for pol in pols:
-            rules.append(Rule(Match(), "JUMP", policy_chain_name(pol.key, direction), f"policy {pol.key}"))
-            rules.append(Rule(Match(mark=ACCEPT_MARK), "RETURN", comment=f"{pod.key}: {d} allowed by {pol.key}"))
-        names = ", ".join(p.key for p in pols)
-        rules += self.deny_rules(f"{pod.key}: {d} denied, no rule of {names} allows it")
+        for key in pols:
+            rules.append(Rule(Match(), "JUMP", policy_chain_name(key, direction), f"policy {key}"))
+            rules.append(Rule(Match(mark=ACCEPT_MARK), "RETURN", comment=f"{pod}: {d} allowed by {key}"))
+        rules += self.deny_rules(f"{pod}: {d} denied, no rule of {', '.join(pols)} allows it")
         return Chain(name, tuple(rules))
+
+    def _dispatch_rules(self, p: Pod) -> tuple[Rule, Rule, Rule]:
+        def build():
+            tw, fw = pod_chain_names(p.interface)
+            src = f"{p.ip}/32" if p.ip else ""
+            return (Rule(Match(in_iface=p.interface, src=src), "GOTO", fw, p.key),
+                    Rule(Match(out_iface=p.interface), "GOTO", tw, p.key),
+                    Rule(Match(in_iface=p.interface, src=src), "RETURN", comment=p.key))
+        return self.cache.chain(("dispatch", p.key, p.interface, p.ip), build)
+
+    def _chain(self, name: str, rules: tuple[Rule, ...]) -> Chain:
+        hashes = self.cache.chain(("hashes", name, rules), lambda: _rule_hashes(name, rules))
+        return Chain(name, rules, hashes)
+
+    def _dispatch_chain(self, name: str, pods: list[Pod], which: int, final: Rule) -> Chain:
+        ident = tuple((p.key, p.interface, p.ip) for p in pods)  # strings hash fast (cached by Python)
+        return self.cache.chain(("dispatch-chain", name, which, final, ident), lambda: Chain(
+            name, tuple(self._dispatch_rules(p)[which] for p in pods) + (final,)))
+
+    def dispatch(self, chains: dict[str, Chain], name: str, local: list[Pod], which: int, final: Rule,
+                 iface_field: str) -> None:
+        """Dispatch chain `name` (and its sub-chains when there are many pods) into `chains`."""
+        if len(local) <= DISPATCH_SPLIT:
+            chains[name] = self._dispatch_chain(name, local, which, final)
+            return
+        groups: dict[str, list[Pod]] = defaultdict(list)
+        for p in local:
+            groups[p.interface[len(self.prefix)]].append(p)
+        root = []
+        for ch in sorted(groups):
+            sub = f"{name}-{ch}"
+            chains[sub] = self._dispatch_chain(sub, groups[ch], which, final)
+            root.append(Rule(Match(**{iface_field: f"{self.prefix}{ch}+"}), "GOTO", sub))
+        chains[name] = self._chain(name, tuple(root) + (final,))
 
     def render(self) -> Ruleset:
         local: list[Pod] = []
@@ -416,7 +534,7 @@ class _Renderer:
         for p in self.c.pods:
             if p.node != self.node or not p.interface:
                 continue
-            if not p.interface.startswith(self.prefix):
+            if not p.interface.startswith(self.prefix) or len(p.interface) == len(self.prefix):
                 self.errors.append(f"Pod {p.key}: interface {p.interface} does not start with the pod "
                                    f"interface prefix {self.prefix!r} (pod not programmed; its traffic is "
                                    "not policed)")
@@ -454,17 +572,10 @@ class _Renderer:
 
         pfx = self.prefix + "+"
         fail = "unknown pod interface or source address: fail closed"
-        from_pod, to_pod, to_host = [], [], []
-        for p in local:
-            tw, fw = pod_chain_names(p.interface)
-            src = f"{p.ip}/32" if p.ip else ""
-            from_pod.append(Rule(Match(in_iface=p.interface, src=src), "GOTO", fw, p.key))
-            to_pod.append(Rule(Match(out_iface=p.interface), "GOTO", tw, p.key))
-            to_host.append(Rule(Match(in_iface=p.interface, src=src), "RETURN", comment=p.key))
-        chains[FROM_POD_CHAIN] = Chain(FROM_POD_CHAIN, tuple(from_pod + [Rule(Match(), "DROP", comment=fail)]))
-        chains[TO_POD_CHAIN] = Chain(TO_POD_CHAIN, tuple(
-            to_pod + [Rule(Match(), "DROP", comment="unknown pod interface: fail closed")]))
-        chains[POD_TO_HOST_CHAIN] = Chain(POD_TO_HOST_CHAIN, tuple(to_host + [Rule(Match(), "DROP", comment=fail)]))
+        self.dispatch(chains, FROM_POD_CHAIN, local, 0, Rule(Match(), "DROP", comment=fail), "in_iface")
+        self.dispatch(chains, TO_POD_CHAIN, local, 1,
+                      Rule(Match(), "DROP", comment="unknown pod interface: fail closed"), "out_iface")
+        self.dispatch(chains, POD_TO_HOST_CHAIN, local, 2, Rule(Match(), "DROP", comment=fail), "in_iface")
         est = ("RELATED", "ESTABLISHED")
         chains[FORWARD_CHAIN] = Chain(FORWARD_CHAIN, (
             Rule(Match(in_iface=pfx, ctstate=est), "ACCEPT", comment="replies and established flows"),
@@ -481,8 +592,9 @@ class _Renderer:
         chains[INPUT_CHAIN] = Chain(INPUT_CHAIN, (Rule(Match(in_iface=pfx), "JUMP", POD_TO_HOST_CHAIN),))
         hooks = (Hook("FORWARD", Rule(Match(), "JUMP", FORWARD_CHAIN, "bgpnet policy")),
                  Hook("INPUT", Rule(Match(), "JUMP", INPUT_CHAIN, "bgpnet policy")))
-        return Ruleset(tuple(chains[k] for k in sorted(chains)), tuple(self.sets[k] for k in sorted(self.sets)),
-                       hooks, tuple(endpoints), tuple(self.errors))
+        sets = self._sets()
+        self.cache.finish()
+        return Ruleset(tuple(chains[k] for k in sorted(chains)), sets, hooks, tuple(endpoints), tuple(self.errors))
 
 
 def _net_member(cidr: str) -> str:

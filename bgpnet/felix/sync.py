@@ -8,7 +8,7 @@ import time
 
 from bgpnet.datastore.base import NAMESPACE, NETWORK_POLICY, POD, Datastore
 from bgpnet.felix.iptables import IptablesDriver
-from bgpnet.felix.rules import POD_INTERFACE_PREFIX, Cluster, Ruleset, render_cluster
+from bgpnet.felix.rules import POD_INTERFACE_PREFIX, Cluster, RenderCache, Ruleset, render_cluster
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class PolicyAgent:
         self.driver = driver or IptablesDriver()
         self.ruleset: Ruleset | None = None
         self._revision: str | None = None
+        self._cache = RenderCache()
         self._last_read = float("-inf")
         self._reported_errors: set[str] = set()
         self._lock = threading.Lock()
@@ -43,7 +44,7 @@ class PolicyAgent:
         pods = self.store.list(POD)
         namespaces = self.store.list(NAMESPACE)
         policies = self.store.list(NETWORK_POLICY)
-        cluster = Cluster(pods, namespaces, policies)
+        cluster = Cluster(pods, namespaces, policies, self._cache)
         rs = render_cluster(cluster, self.node, interface_prefix=self.interface_prefix, deny=self.deny)
         return rs, len(pods), len(policies)
 
