@@ -110,12 +110,14 @@ def parse_manifests(text: str, source: str) -> list[StoredObject]:
             if not isinstance(doc, dict):
                 raise ValidationError(f"expected a Kubernetes object, got {type(doc).__name__}", where)
             kind = doc.get("kind")
+            name = doc["metadata"].get("name") if isinstance(doc.get("metadata"), dict) else None
+            if name:
+                where = f"{where} ({kind} {name})"
             handler = HANDLERS.get(kind)
             if handler is None:
                 raise ValidationError(f"unsupported kind {kind!r} (supported: {', '.join(sorted(HANDLERS))})",
                                       f"{where}: kind")
-            name = (doc.get("metadata") or {}).get("name") if isinstance(doc.get("metadata"), dict) else None
-            objs.append(handler(doc, f"{where} ({kind} {name})" if name else where))
+            objs.append(handler(doc, where))
         except ValidationError as e:
             problems.append(str(e))
     if problems:
