@@ -1,5 +1,663 @@
-"""The node agent: one reconcile loop wiring datastore -> speaker -> kernel routes -> policy."""
+"""The node agent: one reconcile loop wiring datastore -> speaker -> kernel routes -> policy.
+
+Inputs (datastore objects, BGP events, timers) only mark state dirty; one task recomputes the desired
+routes from cached inputs and applies the difference. Nothing is written to the kernel before the
+inputs are in sync (end-of-RIB from every peer, or `routing.eor_timeout`), so a restart does not flap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+from bgpnet.config import AgentConfig, PeerConfig, build, load_config, resolve
+from bgpnet.datastore import base as kinds
+from bgpnet.datastore.base import Datastore, Object, open_datastore
+from bgpnet.errors import BgpnetError, ConfigError
+from bgpnet.filters import ImportRules, build_rules, select_imports
+
+log = logging.getLogger(__name__)
+
+# Datastore kinds whose changes alter peering or announcements.
+PEERING_KINDS = (kinds.NODE, kinds.IPAM_BLOCK, kinds.BLOCK_AFFINITY, kinds.IP_POOL, kinds.BGP_PEER)
+POLICY_KINDS = (kinds.POD, kinds.NAMESPACE, kinds.NETWORK_POLICY)
+
+
+# ------------------------------------------------------------------------------------------ pure logic
+
+def node_record(cfg: AgentConfig) -> dict:
+    """What this node publishes about itself in the datastore (read by the other nodes for the mesh)."""
+    n = cfg.node
+    return {"address": str(n.address), "asn": n.asn, "router_id": str(n.router_id), "labels": dict(n.labels),
+            "pod_cidrs": [str(c) for c in cfg.pod_cidrs]}
+
+
+def all_peers(cfg: AgentConfig, peer_objects: Iterable[Object] = ()) -> list[PeerConfig]:
+    """Explicit peers that apply to this node: from the config file, then BGPPeer objects in the datastore.
+
+    A datastore peer with the same address as a config-file peer is ignored (the file wins); an invalid
+    one is logged with its name and skipped, the others still apply.
+    """
+    peers = [p for p in cfg.peers if p.applies_to(cfg.node)]
+    seen = {p.address for p in cfg.peers}
+    for obj in peer_objects:
+        try:
+            peer = build(PeerConfig, obj.spec)
+        except ConfigError as e:
+            log.error("ignoring invalid datastore peer: BGPPeer %s: %s: %s", obj.name, e.where, e.message)
+            continue
+        if peer.address not in seen and peer.applies_to(cfg.node):
+            peers.append(dataclasses.replace(peer, name=peer.name or obj.name))
+            seen.add(peer.address)
+    return peers
+
+
+def import_rules(cfg: AgentConfig, own: Iterable[IPv4Network], nodes: Iterable[Object],
+                 pools: Iterable[Object], blocks: Iterable[Object]) -> ImportRules:
+    """What peers may announce to us, from the datastore: pools, blocks, other nodes' pod CIDRs."""
+    def nets(values):
+        out = []
+        for v in values:
+            try:
+                out.append(IPv4Network(v))
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    pool_nets = nets(o.spec.get("cidr") for o in pools if not o.spec.get("disabled"))
+    block_nets = nets(o.spec.get("cidr") for o in blocks)
+    for n in nodes:
+        block_nets += nets(n.spec.get("pod_cidrs") or [])
+        block_nets += nets([n.spec["pod_cidr"]] if n.spec.get("pod_cidr") else [])
+    return build_rules(pool_nets, block_nets, own, cfg.bgp.import_allow)
+
+
+def read_passwords(cfg: AgentConfig, peers: Iterable[PeerConfig] | None = None) -> dict[IPv4Address, str]:
+    """TCP MD5 passwords from their files; an unreadable file is a config error naming the peer."""
+    out = {}
+    for i, peer in enumerate(cfg.peers if peers is None else peers):
+        if not peer.password_file:
+            continue
+        try:
+            out[peer.address] = Path(peer.password_file).read_text().strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read password file {peer.password_file}: {e.strerror}",
+                              f"{cfg.source}: peers[{i}].password_file") from None
+    return out
+
+
+def desired_neighbors(cfg: AgentConfig, nodes: Iterable[Object], passwords: dict | None = None,
+                      peers: Iterable[PeerConfig] | None = None) -> list:
+    """BGP neighbours: every other node of the same AS (full mesh, if on) plus the explicit peers
+    (default: the config file's peers that apply to this node).
+
+    In the mesh both sides would connect and collide; the node with the lower router id connects and the
+    other waits (passive).
+    """
+    from bgpnet.speaker.render import Neighbor
+
+    me = cfg.node
+    passwords = passwords or {}
+    out: dict[IPv4Address, Neighbor] = {}
+    if cfg.bgp.node_to_node_mesh:
+        for obj in nodes:
+            if obj.name == me.name:
+                continue
+            try:
+                address = IPv4Interface(obj.spec["address"]).ip
+                asn = int(obj.spec["asn"])
+                router_id = IPv4Address(obj.spec.get("router_id") or address)
+            except (KeyError, TypeError, ValueError) as e:
+                log.warning("node %s: unusable datastore record, not peering with it: %s", obj.name, e)
+                continue
+            if asn != me.asn or address == me.address.ip:
+                continue
+            out[address] = Neighbor(
+                address=address, peer_asn=asn, local_address=me.address.ip, local_asn=me.asn,
+                router_id=me.router_id, name=obj.name, passive=int(me.router_id) > int(router_id),
+                hold_time=cfg.bgp.hold_time, graceful_restart=cfg.bgp.graceful_restart)
+    for peer in all_peers(cfg) if peers is None else peers:
+        if peer.address == me.address.ip:
+            continue
+        out[peer.address] = Neighbor(
+            address=peer.address, peer_asn=peer.asn, local_address=peer.source_address or me.address.ip,
+            local_asn=me.asn, router_id=me.router_id, name=peer.label, passive=peer.passive,
+            hold_time=cfg.bgp.hold_time if peer.hold_time is None else peer.hold_time, port=peer.port,
+            md5_password=passwords.get(peer.address), multihop=peer.multihop,
+            graceful_restart=cfg.bgp.graceful_restart)
+    return [out[a] for a in sorted(out)]
+
+
+def own_prefixes(cfg: AgentConfig, store: Datastore | None) -> list[IPv4Network]:
+    """The prefixes this node announces: its static pod CIDRs plus the IPAM blocks affine to it."""
+    prefixes = set(cfg.pod_cidrs)
+    if store is not None:
+        try:
+            from bgpnet.ipam import node_prefixes
+        except ImportError:  # IPAM not part of this build
+            node_prefixes = None
+        if node_prefixes is not None:
+            prefixes.update(node_prefixes(store, cfg.node.name))
+    return sorted(prefixes)
+
+
+# ------------------------------------------------------------------------------------------ the agent
+
+@dataclasses.dataclass
+class PeerStatus:
+    address: str
+    name: str
+    asn: int
+    state: str = "idle"
+    since: float = dataclasses.field(default_factory=time.time)
+    last_error: str = ""
+    eor: bool = False
+
+
+class Agent:
+    """Runs inside the node's network namespace; owns one ExaBGP speaker and the node's kernel routes."""
+
+    def __init__(self, cfg: AgentConfig, store: Datastore, route_table=None, policy=None):
+        self.cfg = cfg
+        self.store = store
+        self.run_dir = Path(cfg.run_dir)
+        self.route_table = route_table
+        self.policy = policy
+        self.neighbors: list = []
+        self.prefixes: list[IPv4Network] = []
+        self.peer_status: dict[IPv4Address, PeerStatus] = {}
+        self.stale_deadline: dict[IPv4Address | None, float] = {}
+        self.installed: set = set()
+        self.route_writes = {"add": 0, "remove": 0}
+        self.route_write_errors = 0
+        self._http = None
+        self.last_apply = ""
+        self.apply_errors: list[str] = []
+        self._dirty = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._synced = False
+        self._sync_deadline = 0.0
+        self._store_rev: dict[str, str] = {}
+        self._peers_rev = ""
+        self.speaker = None
+        self.rib = None
+        self.rules = ImportRules()
+        self.peer_configs: dict[IPv4Address, PeerConfig] = {}
+        self.adj_in: dict[IPv4Address, dict[IPv4Network, object]] = {}  # as received, before import policy
+        self.accepted: dict[IPv4Address, dict[IPv4Network, object]] = {}
+        self.rejected: dict[IPv4Address, dict[IPv4Network, str]] = {}
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        from bgpnet.ipip.kernel import RouteTable
+        from bgpnet.speaker.rib import Rib
+        from bgpnet.speaker.speaker import Speaker
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "agent.pid").write_text(f"{os.getpid()}\n")
+        self._enable_forwarding()
+        if self.route_table is None:
+            self.route_table = RouteTable()
+        self.rib = Rib()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+
+        await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
+        self._passwords = read_passwords(self.cfg)
+        await self._refresh_from_store(force=True)
+
+        self._events: asyncio.Queue = asyncio.Queue()
+        self.speaker = Speaker(self.run_dir, self._events.put_nowait, listen_address=self.cfg.node.address.ip,
+                               port=self.cfg.bgp.port, name=self.cfg.node.name)
+        self._sync_deadline = loop.time() + self.cfg.routing.eor_timeout
+        self.speaker.set_announcements({p: {} for p in self.prefixes})
+        await self.speaker.start(self.neighbors)
+        log.info("node %s (%s, AS %d) started: %d neighbours, announcing %s", self.cfg.node.name,
+                 self.cfg.node.address, self.cfg.node.asn, len(self.neighbors),
+                 ", ".join(map(str, self.prefixes)) or "nothing")
+        if self.cfg.http.address():
+            from bgpnet.http import serve
+
+            try:
+                self._http = serve(self, *self.cfg.http.address())
+            except OSError as e:
+                log.error("health/metrics endpoint %s not started: %s", self.cfg.http.listen, e)
+        tasks = [asyncio.create_task(c) for c in (
+            self._event_loop(), self._reconcile_loop(), self._store_loop(), self._timer_loop())]
+        self._write_status()
+        await self._stop.wait()
+        log.info("stopping: closing BGP sessions; kernel routes stay in place until the next start")
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.speaker.stop()
+        if self._http is not None:
+            self._http.shutdown()
+        self._write_status(state="stopped")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def reload(self) -> None:
+        """SIGHUP: re-read the config file; on any error keep running with the old config."""
+        if not self.cfg.source:
+            return
+        try:
+            new = resolve(load_config(self.cfg.source))
+            new = dataclasses.replace(new, run_dir=self.cfg.run_dir)
+            passwords = read_passwords(new)
+        except BgpnetError as e:
+            log.error("reload rejected, keeping the running config: %s", e)
+            return
+        if new.node != self.cfg.node or new.bgp.port != self.cfg.bgp.port:
+            log.error("reload rejected: node identity/address/port changes need a restart")
+            return
+        self.cfg, self._passwords = new, passwords
+        await self._refresh_from_store(force=True)
+        log.info("config reloaded from %s", self.cfg.source)
+
+    def _enable_forwarding(self) -> None:
+        try:
+            Path("/proc/sys/net/ipv4/ip_forward").write_text("1\n")
+        except OSError as e:
+            log.warning("cannot enable IPv4 forwarding: %s", e)
+
+    # -- inputs -----------------------------------------------------------------------------------
+
+    async def _refresh_from_store(self, force: bool = False) -> None:
+        rev = await asyncio.to_thread(self.store.revision, PEERING_KINDS)
+        if not force and rev == self._peers_rev:
+            return
+        self._peers_rev = rev
+
+        def read():
+            return {k: self.store.list(k) for k in (kinds.NODE, kinds.BGP_PEER, kinds.IP_POOL, kinds.IPAM_BLOCK)}
+
+        objs = await asyncio.to_thread(read)
+        prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
+        peers = all_peers(self.cfg, objs[kinds.BGP_PEER])
+        try:
+            passwords = read_passwords(self.cfg, peers)
+        except ConfigError as e:
+            log.error("peers not updated: %s", e)
+            return
+        neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers)
+        self.peer_configs = {p.address: p for p in peers}
+        if neighbors != self.neighbors:
+            added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
+            removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
+            self.neighbors = neighbors
+            for n in neighbors:
+                self.peer_status.setdefault(n.address, PeerStatus(str(n.address), n.name, n.peer_asn))
+            for a in removed:
+                self.peer_status.pop(a, None)
+                self._forget_peer(a, drop=True)
+            if self.speaker is not None:
+                await self.speaker.set_neighbors(neighbors)
+            if added or removed:
+                log.info("neighbours: +%s -%s", sorted(map(str, added)), sorted(map(str, removed)))
+        if prefixes != self.prefixes:
+            log.info("announcing %s", ", ".join(map(str, prefixes)) or "nothing")
+            self.prefixes = prefixes
+            if self.speaker is not None:
+                self.speaker.set_announcements({p: {} for p in prefixes})
+        rules = import_rules(self.cfg, prefixes, objs[kinds.NODE], objs[kinds.IP_POOL], objs[kinds.IPAM_BLOCK])
+        if rules != self.rules:
+            self.rules = rules
+            for peer in list(self.adj_in):
+                self._import(peer)
+        self._dirty.set()
+
+    def _forget_peer(self, peer: IPv4Address, drop: bool) -> None:
+        """Clear what we received from `peer`; with `drop`, its routes go from the RIB too."""
+        self.adj_in.pop(peer, None)
+        self.accepted.pop(peer, None)
+        self.rejected.pop(peer, None)
+        if drop and self.rib is not None:
+            self.rib.drop_peer(peer)
+
+    def _import(self, peer: IPv4Address) -> None:
+        """Run the import policy over everything `peer` sent and hand the RIB only the difference."""
+        from bgpnet.speaker.messages import Update
+
+        pc = self.peer_configs.get(peer)
+        rules = self.rules
+        if pc is not None and pc.accept_default:
+            rules = dataclasses.replace(rules, accept_default=True)
+        accepted, rejected, over = select_imports(self.adj_in.get(peer, {}).values(), rules,
+                                                  pc.max_prefixes if pc else 0, self.cfg.node.asn)
+        prev = self.accepted.get(peer, {})
+        announce = tuple(p for pfx, p in accepted.items() if prev.get(pfx) is not p)
+        withdraw = tuple(pfx for pfx in prev if pfx not in accepted)
+        for pfx, reason in rejected.items():
+            if self.rejected.get(peer, {}).get(pfx) != reason:
+                log.warning("peer %s: rejected %s: %s", peer, pfx, reason)
+        self.accepted[peer], self.rejected[peer] = accepted, rejected
+        if announce or withdraw:
+            self.rib.apply(Update(peer, announce, withdraw))
+        if over and pc is not None and pc.max_prefixes_action == "teardown" and self.speaker is not None:
+            log.error("peer %s sent more than %d prefixes: closing the session", peer, pc.max_prefixes)
+            self.speaker.teardown(peer, f"max-prefixes {pc.max_prefixes} exceeded")
+
+    async def _event_loop(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                self.handle_event(event)
+            except Exception:  # a bad event must not stop the agent
+                log.exception("error handling %r", event)
+
+    def handle_event(self, event) -> None:
+        from bgpnet.speaker import messages as m
+
+        now = time.time()
+        loop_now = asyncio.get_running_loop().time()
+        if isinstance(event, m.Update):
+            adj = self.adj_in.setdefault(event.peer, {})
+            for pfx in event.withdrawn:
+                adj.pop(pfx, None)
+            for path in event.announced:
+                adj[path.prefix] = path
+            self._import(event.peer)
+        elif isinstance(event, m.PeerUp):
+            st = self.peer_status.get(event.peer)
+            if st:
+                st.state, st.since, st.last_error, st.eor = "established", now, "", False
+            log.info("peer %s up", event.peer)
+        elif isinstance(event, m.PeerDown):
+            st = self.peer_status.get(event.peer)
+            if st:
+                st.state, st.since, st.last_error, st.eor = "down", now, event.reason, False
+            gr = self.cfg.bgp.graceful_restart
+            if event.notification or not gr:
+                # A deliberate close: the peer's routes go now.
+                self._forget_peer(event.peer, drop=True)
+                log.info("peer %s down (%s): its routes are withdrawn", event.peer, event.reason)
+            else:
+                # The peer (or the link) failed: keep forwarding on its routes for the restart time.
+                self._forget_peer(event.peer, drop=False)
+                self.rib.mark_stale(event.peer)
+                self.stale_deadline[event.peer] = loop_now + gr
+                log.warning("peer %s lost (%s): keeping its routes as stale for %ds", event.peer, event.reason, gr)
+        elif isinstance(event, m.EndOfRib):
+            st = self.peer_status.get(event.peer)
+            if st:
+                st.eor = True
+            swept = self.rib.sweep_stale(event.peer)
+            self.stale_deadline.pop(event.peer, None)
+            if swept:
+                log.info("peer %s end-of-RIB: %d stale prefixes swept", event.peer, len(swept))
+        elif isinstance(event, m.Notification):
+            st = self.peer_status.get(event.peer)
+            if st:
+                st.last_error = event.reason
+            log.warning("peer %s notification %s/%s: %s", event.peer, event.code, event.subcode, event.reason)
+        elif isinstance(event, m.SpeakerShutdown):
+            # Our ExaBGP died; sessions are gone but the kernel keeps forwarding on what it learned.
+            for peer in list(self.adj_in):
+                self._forget_peer(peer, drop=False)
+            self.rib.mark_stale(None)
+            self.stale_deadline[None] = loop_now + max(self.cfg.bgp.graceful_restart, 1)
+            for st in self.peer_status.values():
+                st.state, st.since, st.eor = "down", now, False
+            log.warning("speaker stopped unexpectedly; learned routes kept as stale while it restarts")
+        self._dirty.set()
+
+    def in_sync(self, loop_now: float) -> bool:
+        if self._synced:
+            return True
+        peers_done = all(self.peer_status.get(n.address) and self.peer_status[n.address].eor
+                         for n in self.neighbors)
+        if peers_done or loop_now >= self._sync_deadline:
+            self._synced = True
+            log.info("inputs in sync (%s): programming routes",
+                     "end-of-RIB from every peer" if peers_done else "end-of-RIB timeout")
+        return self._synced
+
+    async def _store_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                await self._refresh_from_store()
+                await self._sync_policy()
+            except BgpnetError as e:
+                log.warning("datastore: %s", e)
+
+    async def _sync_policy(self, force: bool = False) -> None:
+        if self.policy is None:
+            return
+        rev = await asyncio.to_thread(self.store.revision, POLICY_KINDS)
+        if force or rev != self._store_rev.get("policy"):
+            summary = await asyncio.to_thread(self.policy.sync)
+            self._store_rev["policy"] = rev
+            log.info("policy: %s", summary)
+
+    async def _timer_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_resync = loop.time() + self.cfg.routing.resync_interval
+        while True:
+            await asyncio.sleep(0.5)
+            now = loop.time()
+            for peer, deadline in list(self.stale_deadline.items()):
+                if now >= deadline:
+                    swept = self.rib.sweep_stale(peer)
+                    del self.stale_deadline[peer]
+                    if swept:
+                        log.info("restart time over for %s: %d stale prefixes removed", peer or "speaker",
+                                 len(swept))
+                    self._dirty.set()
+            if not self._synced and self.in_sync(now):
+                self._dirty.set()
+            if now >= next_resync:
+                next_resync = now + self.cfg.routing.resync_interval
+                self._dirty.set()  # a full read of the kernel repairs drift
+                try:
+                    await self._sync_policy(force=True)
+                except BgpnetError as e:
+                    log.warning("policy resync: %s", e)
+
+    # -- output -----------------------------------------------------------------------------------
+
+    def desired_routes(self) -> set:
+        from bgpnet.ipip.plan import plan_routes
+
+        return plan_routes(self.rib.best(), self.prefixes, self.cfg.node.address)
+
+    async def _reconcile_loop(self) -> None:
+        backoff = 0.5
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(0.02)  # merge a burst of updates into one apply
+            self._dirty.clear()
+            if not self.in_sync(loop.time()):
+                self._write_status()
+                continue
+            desired = self.desired_routes()
+            try:
+                result = await asyncio.to_thread(self.route_table.apply, desired)
+            except Exception as e:  # fail static: the last good routes stay; retry with backoff
+                log.error("route apply failed, retrying in %.1fs: %s", backoff, e)
+                self.apply_errors = [str(e)]
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                self._dirty.set()
+                continue
+            self.installed = desired
+            self.route_writes["add"] += result.added + result.replaced
+            self.route_writes["remove"] += result.removed
+            self.route_write_errors += len(result.errors)
+            self.apply_errors = [f"{r.describe()}: {err}" for r, err in result.errors]
+            if result.errors:
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+                self._dirty.set()
+            else:
+                backoff = 0.5
+            if result.added or result.replaced or result.removed or result.errors:
+                log.info("routes: %s", result.summary())
+            self.last_apply = result.summary()
+            self._write_status()
+
+    def status(self, state: str = "running") -> dict:
+        peers = []
+        for n in self.neighbors:
+            st = self.peer_status.get(n.address) or PeerStatus(str(n.address), n.name, n.peer_asn)
+            peers.append({
+                "address": st.address, "name": st.name, "asn": st.asn,
+                "type": "ibgp" if n.peer_asn == self.cfg.node.asn else "ebgp",
+                "state": st.state, "since": st.since, "last_error": st.last_error,
+                "prefixes_received": len(self.adj_in.get(n.address, {})),
+                "prefixes_accepted": len(self.accepted.get(n.address, {})),
+                "prefixes_rejected": len(self.rejected.get(n.address, {})),
+                "rejected": {str(k): v for k, v in sorted(self.rejected.get(n.address, {}).items())[:20]},
+            })
+        return {
+            "node": self.cfg.node.name, "address": str(self.cfg.node.address), "asn": self.cfg.node.asn,
+            "state": state, "pid": os.getpid(), "in_sync": self._synced,
+            "announced": [str(p) for p in self.prefixes], "peers": peers,
+            "routes": sorted(r.describe() for r in self.installed), "last_apply": self.last_apply,
+            "errors": self.apply_errors, "speaker_restarts": getattr(self.speaker, "restarts", 0),
+            "updated": time.time(),
+        }
+
+    def _write_status(self, state: str = "running") -> None:
+        path = self.run_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.status(state), indent=1))
+        tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def _load(args) -> AgentConfig:
+    cfg = load_config(args.config)
+    if getattr(args, "run_dir", None):
+        cfg = dataclasses.replace(cfg, run_dir=args.run_dir)
+    return cfg
+
+
+def cmd_agent(args) -> int:
+    cfg = resolve(_load(args))
+    passwords_ok = read_passwords(cfg)  # fail before anything starts
+    del passwords_ok
+    store = open_datastore(cfg.datastore)
+    policy = None
+    try:
+        from bgpnet.felix import PolicyAgent
+    except ImportError:
+        PolicyAgent = None
+    if PolicyAgent is not None:
+        policy = PolicyAgent(store, cfg.node.name)
+    asyncio.run(Agent(cfg, store, policy=policy).run())
+    return 0
+
+
+def cmd_config_check(args) -> int:
+    for path in args.files:
+        cfg = load_config(path)
+        print(f"{path}: ok (node {cfg.node.name or '<hostname>'}, AS {cfg.node.asn}, "
+              f"{len(cfg.peers)} explicit peers, mesh {'on' if cfg.bgp.node_to_node_mesh else 'off'})")
+    return 0
+
+
+def _peek_store(cfg: AgentConfig) -> list[Object]:
+    """Nodes from the local store if it exists; never creates one."""
+    if cfg.datastore.type == "local" and not Path(cfg.datastore.path).exists():
+        return []
+    return open_datastore(cfg.datastore).list(kinds.NODE)
+
+
+def cmd_render_exabgp(args) -> int:
+    from bgpnet.speaker.speaker import Speaker
+
+    cfg = resolve(_load(args))
+    neighbors = desired_neighbors(cfg, _peek_store(cfg), read_passwords(cfg))
+    print(Speaker(Path(cfg.run_dir), lambda event: None, cfg.node.address.ip).render(neighbors), end="")
+    return 0
+
+
+def read_status(run_dir: str) -> dict:
+    path = Path(run_dir) / "status.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise BgpnetError(f"no agent status at {path}: is `bgpnet agent` running with --run-dir {run_dir}?") from None
+
+
+def format_status(st: dict) -> str:
+    lines = [f"node {st['node']} {st['address']} AS {st['asn']}: {st['state']}"
+             f"{'' if st['in_sync'] else ' (waiting for end-of-RIB)'}",
+             f"announcing: {', '.join(st['announced']) or 'nothing'}", "",
+             f"{'PEER':<16} {'NAME':<12} {'AS':>10} {'TYPE':<5} {'STATE':<12} {'SINCE':>9} {'RCV/ACC/REJ':>13}  INFO"]
+    now = time.time()
+    for p in st["peers"]:
+        age = int(now - p["since"])
+        since = f"{age // 3600}h{age % 3600 // 60:02d}m" if age >= 3600 else f"{age // 60}m{age % 60:02d}s"
+        counts = f"{p['prefixes_received']}/{p['prefixes_accepted']}/{p['prefixes_rejected']}"
+        lines.append(f"{p['address']:<16} {p['name'][:12]:<12} {p['asn']:>10} {p['type']:<5} {p['state']:<12} "
+                     f"{since:>9} {counts:>13}  {p['last_error']}")
+        for prefix, reason in p.get("rejected", {}).items():
+            lines.append(f"{'':<16} rejected {prefix}: {reason}")
+    lines += ["", f"installed routes ({len(st['routes'])}):"] + [f"  {r}" for r in st["routes"]]
+    if st["errors"]:
+        lines += ["errors:"] + [f"  {e}" for e in st["errors"]]
+    return "\n".join(lines)
+
+
+def cmd_status(args) -> int:
+    st = read_status(args.run_dir)
+    print(json.dumps(st, indent=2) if args.json else format_status(st))
+    return 0
+
+
+def cmd_reload(args) -> int:
+    pidfile = Path(args.run_dir) / "agent.pid"
+    try:
+        pid = int(pidfile.read_text())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as e:
+        raise BgpnetError(f"cannot signal the agent via {pidfile}: {e}") from None
+    print(f"sent SIGHUP to agent {pid}")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("agent", help="run the node agent")
+    p.add_argument("--config", "-c", required=True, help="agent config file (YAML)")
+    p.add_argument("--run-dir", help="override run_dir from the config")
+    p.set_defaults(func=cmd_agent)
+
+    p = sub.add_parser("config", help="config file tools")
+    csub = p.add_subparsers(dest="config_command", required=True)
+    c = csub.add_parser("check", help="validate config files")
+    c.add_argument("files", nargs="+")
+    c.set_defaults(func=cmd_config_check)
+
+    p = sub.add_parser("render", help="print generated configs without starting anything")
+    rsub = p.add_subparsers(dest="render_command", required=True)
+    r = rsub.add_parser("exabgp", help="the ExaBGP config the agent would run")
+    r.add_argument("--config", "-c", required=True)
+    r.add_argument("--run-dir")
+    r.set_defaults(func=cmd_render_exabgp)
+
+    for name, func, helptext in (("status", cmd_status, "show BGP peers and installed routes"),
+                                 ("reload", cmd_reload, "make a running agent re-read its config (SIGHUP)")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--run-dir", default="/run/bgpnet", help="the agent's run_dir")
+        if name == "status":
+            p.add_argument("--json", action="store_true")
+        p.set_defaults(func=func)
+
+

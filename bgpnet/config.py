@@ -60,8 +60,22 @@ class PeerConfig:
     password_file: str = doc("file holding the TCP MD5 password (never logged)", "")
     multihop: int = doc("eBGP multihop TTL; 0 means directly connected", 0)
     source_address: IPv4Address | None = doc("local address for the session (default: the node's)", None)
+    node: str = doc("only the node of this name peers with it (default: every node)", "")
+    node_selector: dict[str, str] = doc("only nodes carrying all these labels peer with it, e.g. {rack: r1}",
+                                        default_factory=dict)
+    max_prefixes: int = doc("most prefixes accepted from this peer; 0 means no limit", 0)
+    max_prefixes_action: str = doc("over the limit: `reject` further prefixes, or `teardown` the session",
+                                   "reject")
+    accept_default: bool = doc("accept a default route (0.0.0.0/0) from this peer", False)
 
     def validate(self, where: str) -> None:
+        if self.max_prefixes < 0:
+            raise ConfigError("max_prefixes must be >= 0", f"{where}.max_prefixes")
+        if self.max_prefixes_action not in ("reject", "teardown"):
+            raise ConfigError(f"max_prefixes_action must be `reject` or `teardown`, not {self.max_prefixes_action!r}",
+                              f"{where}.max_prefixes_action")
+        if self.multihop < 0 or self.multihop > 255:
+            raise ConfigError("multihop must be 0..255", f"{where}.multihop")
         if not 1 <= self.asn <= 4294967295:
             raise ConfigError(f"asn {self.asn} is out of range 1..4294967295", f"{where}.asn")
         if not 1 <= self.port <= 65535:
@@ -73,6 +87,12 @@ class PeerConfig:
     def label(self) -> str:
         return self.name or str(self.address)
 
+    def applies_to(self, node: NodeConfig) -> bool:
+        """Whether `node` peers with this peer (node name and label selector scoping)."""
+        if self.node and self.node != node.name:
+            return False
+        return all(node.labels.get(k) == v for k, v in self.node_selector.items())
+
 
 @dataclass(frozen=True)
 class BgpConfig:
@@ -80,6 +100,8 @@ class BgpConfig:
     hold_time: int = doc("BGP hold time in seconds (keepalive is a third of it)", 90)
     graceful_restart: int = doc("graceful-restart time in seconds announced to peers; 0 disables", 120)
     port: int = doc("TCP port the speaker listens on", 179)
+    import_allow: list[IPv4Network] = doc("prefixes accepted from peers besides pool blocks (and their "
+                                          "more-specifics)", default_factory=list)
 
     def validate(self, where: str) -> None:
         if self.hold_time != 0 and not 3 <= self.hold_time <= 65535:
@@ -113,6 +135,24 @@ class DatastoreConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    listen: str = doc("host:port for /healthz and /metrics (Prometheus); empty disables", "127.0.0.1:9645")
+
+    def validate(self, where: str) -> None:
+        if not self.listen:
+            return
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"listen must be host:port, not {self.listen!r}", f"{where}.listen")
+
+    def address(self) -> tuple[str, int] | None:
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host, int(port)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     node: NodeConfig = doc("this node", default_factory=NodeConfig)
     bgp: BgpConfig = doc("global BGP settings", default_factory=BgpConfig)
@@ -121,6 +161,7 @@ class AgentConfig:
                                        default_factory=list)
     routing: RoutingConfig = doc("kernel route programming", default_factory=RoutingConfig)
     datastore: DatastoreConfig = doc("where cluster state lives", default_factory=DatastoreConfig)
+    http: HttpConfig = doc("health and metrics endpoint", default_factory=HttpConfig)
     run_dir: str = doc("directory for the speaker's socket, generated config and pid files", "/run/bgpnet")
     source: str = doc("the file this config was read from (set by the loader)", "")
 

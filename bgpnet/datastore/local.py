@@ -34,8 +34,11 @@ class LocalDatastore(Datastore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        # executescript commits any open transaction itself, so it must not run inside _tx().
-        self._db().executescript(_SCHEMA)
+        with self._tx() as db:
+            # One statement at a time: executescript() would commit our open transaction itself.
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -119,7 +122,8 @@ class LocalDatastore(Datastore):
             (rev,) = db.execute("SELECT revision FROM counter WHERE id = 0").fetchone()
             return str(rev)
         kinds = list(kinds)
-        q = "SELECT COALESCE(MAX(revision), 0) FROM kind_revision WHERE kind IN (%s)" % ",".join("?" * len(kinds))
+        marks = ",".join("?" * len(kinds))
+        q = f"SELECT COALESCE(MAX(revision), 0) FROM kind_revision WHERE kind IN ({marks})"
         (rev,) = db.execute(q, kinds).fetchone()
         return str(rev)
 

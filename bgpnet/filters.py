@@ -1,0 +1,74 @@
+"""Import policy for learned prefixes: untrusted peers stay untrusted.
+
+A prefix is accepted only if it is a known pod prefix (an IPAM block, a node's pod CIDR, a /32 borrowed
+from a pool) or inside the configured allow-list; never a default route unless asked; never our own
+prefixes or more-specifics of someone else's block. Pure functions: the agent feeds them datastore state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Network
+
+DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+
+
+@dataclass(frozen=True)
+class ImportRules:
+    pools: tuple[IPv4Network, ...] = ()  # IP pools: their blocks and borrowed /32s are welcome
+    blocks: frozenset[IPv4Network] = frozenset()  # every known block / node pod CIDR, exact match
+    own: tuple[IPv4Network, ...] = ()  # this node's own prefixes: never learned from anyone
+    allow: tuple[IPv4Network, ...] = ()  # extra prefixes (and their more-specifics) accepted as they are
+    accept_default: bool = False
+
+
+def check_import(prefix: IPv4Network, rules: ImportRules) -> str | None:
+    """None if `prefix` may be installed, else the reason it is rejected (for logs and counters)."""
+    if prefix == DEFAULT_ROUTE:
+        return None if rules.accept_default else "default route not accepted (accept_default is off)"
+    for own in rules.own:
+        if prefix == own:
+            return f"{prefix} is this node's own prefix"
+        if prefix.subnet_of(own) and prefix.prefixlen < 32:
+            return f"{prefix} is a more-specific of this node's prefix {own}"
+    if any(prefix.subnet_of(net) for net in rules.allow):
+        return None
+    if prefix in rules.blocks:
+        return None
+    covering = [b for b in rules.blocks if prefix.subnet_of(b)]
+    if prefix.prefixlen == 32 and any(prefix.subnet_of(p) for p in rules.pools):
+        return None  # an address borrowed from another node's block (non-strict affinity)
+    if covering:
+        return f"{prefix} is a more-specific of block {covering[0]}"
+    if any(prefix.subnet_of(p) for p in rules.pools):
+        return f"{prefix} is inside a pool but is not a known block"
+    return f"{prefix} is outside every IP pool and the allow-list"
+
+
+def build_rules(pools: Iterable[IPv4Network], blocks: Iterable[IPv4Network], own: Iterable[IPv4Network],
+                allow: Iterable[IPv4Network] = (), accept_default: bool = False) -> ImportRules:
+    return ImportRules(tuple(sorted(set(pools))), frozenset(blocks), tuple(sorted(set(own))),
+                       tuple(sorted(set(allow))), accept_default)
+
+
+def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0, local_asn: int = 0):
+    """Split one peer's received paths (in arrival order) into accepted paths and rejected reasons.
+
+    A path whose AS path already holds `local_asn` went round a loop (e.g. our own mesh's block
+    reflected back by a router) and is rejected. With a `max_prefixes` limit, the first paths to
+    arrive are kept and the rest rejected.
+    Returns (accepted: dict prefix -> Path, rejected: dict prefix -> reason, over_limit: bool).
+    """
+    accepted, rejected, over = {}, {}, False
+    for path in paths:
+        reason = check_import(path.prefix, rules)
+        if reason is None and local_asn and local_asn in path.as_path:
+            reason = f"AS path {' '.join(map(str, path.as_path))} contains our AS {local_asn} (loop)"
+        if reason is None and max_prefixes and len(accepted) >= max_prefixes:
+            reason, over = f"max-prefixes limit {max_prefixes} reached", True
+        if reason is None:
+            accepted[path.prefix] = path
+        else:
+            rejected[path.prefix] = reason
+    return accepted, rejected, over
