@@ -488,30 +488,40 @@ def _show(env: Env) -> str:
 
 
 def test_drift_is_repaired_and_foreign_rules_untouched(env):
-    env.set_policies(np("x", "deny-all", {"podSelector": {}}))
-    check(env, lambda s, d, port, proto: d.ns != "x", "before drift")
-    # another program: a rule of its own at the top of FORWARD, a chain of its own, and it flushes
-    # one of our chains and deletes our FORWARD hook
+    env.set_policies(np("x", "from-y", {"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": sel(ns="y")}]}]}))
+    wanted = lambda s, d, port, proto: d.ns != "x" or s.ns == "y"  # noqa: E731
+    check(env, wanted, "before drift")
+    # Another program puts a rule and a chain of its own at the top of FORWARD (our hook drops to
+    # position 2), flushes one of our chains and empties one of our ipsets.
     _node_iptables(env, "-N", "OTHER-CHAIN")
     _node_iptables(env, "-A", "OTHER-CHAIN", "-s", "192.0.2.1", "-j", "RETURN")
     _node_iptables(env, "-I", "FORWARD", "1", "-s", "192.0.2.2", "-j", "OTHER-CHAIN")
     _node_iptables(env, "-F", "BGPNET-TW-bnxa")
-    _node_iptables(env, "-D", "FORWARD", "2")
-    assert "BGPNET-FORWARD" not in _node_iptables(env, "-S", "FORWARD")
+    [y_set] = [line.split()[1] for line in env.node.run("ipset", "save").splitlines()
+               if line.startswith("create BGPNET-S-")]
+    env.node.run("ipset", "flush", y_set)
     shown = _show(env)
-    assert "BGPNET-TW-bnxa [drifted]" in shown, shown
+    assert "BGPNET-TW-bnxa [drifted]" in shown and "BGPNET-TW-bnxb [in sync]" in shown, shown
     # explain describes the wanted state, which the kernel no longer holds here
-    check(env, lambda s, d, port, proto: True, "drift: our hook is gone, nothing is enforced", explain=False)
+    check(env, lambda s, d, port, proto: d == P("x", "a") or d.ns != "x", "drifted", explain=False)
     out = env.sync()  # a change-triggered sync trusts its cache: it does not see the drift
     assert "kernel re-read" not in out["summary"]
     out = env.sync("full")  # the resync timer's sync re-reads the kernel and repairs
-    assert "kernel re-read" in out["summary"] and "chains 1 written" in out["summary"], out
-    check(env, lambda s, d, port, proto: d.ns != "x", "after repair")
+    summary = out["summary"]
+    assert "kernel re-read" in summary and "chains 1 written" in summary and "hooks 1" in summary, summary
+    assert "ipsets 1 written" in summary, summary
+    check(env, wanted, "after repair")
     fwd = _node_iptables(env, "-S", "FORWARD").splitlines()
-    assert fwd[1].endswith("-j BGPNET-FORWARD"), fwd
-    assert any("192.0.2.2" in r and "OTHER-CHAIN" in r for r in fwd), fwd
+    assert fwd[1].endswith("-j BGPNET-FORWARD") and "OTHER-CHAIN" in fwd[2], fwd
+    assert sum("BGPNET-FORWARD" in r for r in fwd) == 1
     assert "192.0.2.1" in _node_iptables(env, "-S", "OTHER-CHAIN")
     assert "BGPNET-TW-bnxa [in sync]" in _show(env)
+    # our hook deleted outright: nothing is enforced until the next resync puts it back
+    _node_iptables(env, "-D", "FORWARD", "1")
+    check(env, lambda s, d, port, proto: True, "hook deleted", explain=False)
+    out = env.sync("full")
+    assert "chains 0 written" in out["summary"] and "hooks 1" in out["summary"], out
+    check(env, wanted, "after the second repair")
     out = env.sync("full")
     assert "chains 0 written" in out["summary"] and "hooks 0" in out["summary"], out
     _node_iptables(env, "-D", "FORWARD", "-s", "192.0.2.2", "-j", "OTHER-CHAIN")
