@@ -116,21 +116,34 @@ class Rule(CachedHash):
             return ["-j", "MARK", "--set-xmark", f"{value:#x}/{ACCEPT_MARK:#x}"]
         return ["-j", self.action]
 
+    @functools.cached_property
+    def _parts(self) -> tuple[str, str]:
+        # (matches, comment + action): built once per rule, shared by hashing and by every write
+        match = " ".join(self.match.args())
+        tail = ""
+        if self.comment:
+            tail = '-m comment --comment "' + self.comment.replace('"', "'")[:250] + '" '
+        return match, tail + " ".join(self.action_args())
+
+    @property
+    def text(self) -> str:
+        return " ".join(p for p in self._parts if p)
+
     def render(self, chain: str, rule_hash: str, verb: str = "-A") -> str:
         """One iptables-restore line, carrying our hash comment (and the human one)."""
-        parts = [verb, chain, *self.match.args(), "-m", "comment", "--comment", f'"{HASH_COMMENT}{rule_hash}"']
-        if self.comment:
-            parts += ["-m", "comment", "--comment", '"' + self.comment.replace('"', "'")[:250] + '"']
-        return " ".join(parts + self.action_args())
+        match, tail = self._parts
+        head = f"{verb} {chain} {match} " if match else f"{verb} {chain} "
+        return f'{head}-m comment --comment "{HASH_COMMENT}{rule_hash}" {tail}'
 
 
 def _rule_hashes(chain: str, rules: Iterable[Rule]) -> tuple[str, ...]:
-    # Each hash covers the chain name, the previous hash and the rule, so equal hash lists mean
-    # equal chains (Calico's scheme): the driver compares hashes only, never iptables' own spelling.
+    # Each hash covers the previous hash and the rule, so equal hash lists mean equal chains
+    # (Calico's scheme): the driver compares hashes only, never iptables' own spelling. The chain
+    # name stays out so that the many pod chains with the same rules share one computation.
+    del chain
     out, prev = [], ""
     for r in rules:
-        text = " ".join(r.match.args() + r.action_args() + [r.comment])
-        digest = hashlib.sha256(f"{chain}\0{prev}\0{text}".encode()).digest()
+        digest = hashlib.sha256(f"{prev}\0{r.text}".encode()).digest()
         prev = base64.urlsafe_b64encode(digest).decode()[:16]
         out.append(prev)
     return tuple(out)
@@ -246,11 +259,12 @@ class RenderCache:
         return value
 
     def chain(self, key: tuple, fn):
-        try:
-            value = self.chains[key]
-        except KeyError:
-            value = fn()
-        self._chains_next[key] = value
+        value = self._chains_next.get(key)
+        if value is None:
+            value = self.chains.get(key)
+            if value is None:
+                value = fn()
+            self._chains_next[key] = value
         return value
 
     def finish(self) -> None:
@@ -480,19 +494,23 @@ class _Renderer:
 
     def pod_chain(self, name: str, pod: Pod, direction: str, pols: list[Policy]) -> Chain:
         keys = tuple(p.key for p in pols)
-        return self.cache.chain(("pod", name, pod.key, direction, keys, self.deny),
-                                lambda: self._pod_chain(name, pod.key, direction, keys))
+        rules, hashes = self.cache.chain(("pod-rules", direction, keys, self.deny),
+                                         lambda: self._pod_rules(direction, keys))
+        return Chain(name, rules, hashes)
 
-    def _pod_chain(self, name: str, pod: str, direction: str, pols: tuple[str, ...]) -> Chain:
+    def _pod_rules(self, direction: str, pols: tuple[str, ...]) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
+        # No pod name in these rules: every pod selected by the same policies shares them.
         d = direction.lower()
         if not pols:
-            return Chain(name, (Rule(Match(), "RETURN", comment=f"{pod}: no {d} policy selects this pod"),))
-        rules = [Rule(Match(), "MARK", "clear")]
-        for key in pols:
-            rules.append(Rule(Match(), "JUMP", policy_chain_name(key, direction), f"policy {key}"))
-            rules.append(Rule(Match(mark=ACCEPT_MARK), "RETURN", comment=f"{pod}: {d} allowed by {key}"))
-        rules += self.deny_rules(f"{pod}: {d} denied, no rule of {', '.join(pols)} allows it")
-        return Chain(name, tuple(rules))
+            rules = (Rule(Match(), "RETURN", comment=f"no {d} policy selects this pod"),)
+        else:
+            out = [Rule(Match(), "MARK", "clear")]
+            for key in pols:
+                out.append(Rule(Match(), "JUMP", policy_chain_name(key, direction), f"policy {key}"))
+                out.append(Rule(Match(mark=ACCEPT_MARK), "RETURN", comment=f"{d} allowed by {key}"))
+            out += self.deny_rules(f"{d} denied: no rule of {', '.join(pols)} allows it")
+            rules = tuple(out)
+        return rules, _rule_hashes("", rules)
 
     def _dispatch_rules(self, p: Pod) -> tuple[Rule, Rule, Rule]:
         def build():
@@ -768,9 +786,9 @@ def _decisions(fired: list[tuple[str, Rule]]) -> list[tuple[str, bool, str]]:
             if rule.match.mark:
                 out.append((direction, True, f"allowed by {last_allow}"))
             else:
-                out.append((direction, True, f"open: {rule.comment.split(': ', 1)[-1]}"))
+                out.append((direction, True, f"open: {rule.comment}"))
         elif direction and rule.action in ("REJECT", "DROP"):
-            out.append((direction, False, rule.comment.split(": ", 1)[-1]))
+            out.append((direction, False, rule.comment))
         elif rule.action == "DROP":
             out.append(("dispatch", False, rule.comment))
     return out
