@@ -42,6 +42,16 @@ class CachedHash:
         return h
 
 
+class Labels(tuple):
+    """Sorted (key, value) pairs; the hash is kept because labels key the selector-result memo."""
+
+    def __hash__(self) -> int:
+        h = self.__dict__.get("h")
+        if h is None:
+            h = self.__dict__["h"] = tuple.__hash__(self)
+        return h
+
+
 @dataclass(frozen=True)
 class Selector(CachedHash):
     """A label selector: matchLabels AND every matchExpression. Empty selects everything."""
@@ -416,7 +426,7 @@ def parse_pod(key: str, spec: Mapping[str, Any]) -> Pod:
     iface = spec.get("interface") or ""
     if iface and not _IFACE.match(iface):
         raise ValidationError(f"invalid interface name {iface!r}", f"{where}: interface")
-    return Pod(namespace, name, str(spec.get("node") or ""), ip or None, tuple(sorted(labels.items())),
+    return Pod(namespace, name, str(spec.get("node") or ""), ip or None, Labels(sorted(labels.items())),
                tuple(ports), iface)
 
 

@@ -21,6 +21,7 @@ from bgpnet.felix.policy import (
     EGRESS,
     INGRESS,
     CachedHash,
+    Labels,
     Peer,
     Pod,
     Policy,
@@ -301,7 +302,7 @@ class Cluster:
             self.pods_by_ns[p.namespace].append(p)
             if p.namespace not in self.namespaces:
                 self.namespaces[p.namespace] = parse_namespace_labels(p.namespace, {})
-        self.ns_label_keys = {ns: tuple(sorted(labels.items())) for ns, labels in self.namespaces.items()}
+        self.ns_label_keys = {ns: Labels(sorted(labels.items())) for ns, labels in self.namespaces.items()}
         self.policies: list[Policy] = []
         for name, spec, rev in _items(policies):
             try:

@@ -35,15 +35,26 @@ class PolicyAgent:
         self.ruleset: Ruleset | None = None
         self._revision: str | None = None
         self._cache = RenderCache()
+        self._lists: dict[str, tuple[str, list]] = {}
         self._last_read = float("-inf")
         self._reported_errors: set[str] = set()
         self._lock = threading.Lock()
 
+    def _list(self, kind: str) -> list:
+        # Re-list only kinds that changed: a policy edit need not re-read a thousand pods.
+        rev = self.store.revision([kind])
+        cached = self._lists.get(kind)
+        if cached is not None and cached[0] == rev:
+            return cached[1]
+        objs = self.store.list(kind)
+        self._lists[kind] = (rev, objs)
+        return objs
+
     def render(self) -> tuple[Ruleset, int, int]:
         """Render from the datastore now: (ruleset, pods seen, policies seen)."""
-        pods = self.store.list(POD)
-        namespaces = self.store.list(NAMESPACE)
-        policies = self.store.list(NETWORK_POLICY)
+        pods = self._list(POD)
+        namespaces = self._list(NAMESPACE)
+        policies = self._list(NETWORK_POLICY)
         cluster = Cluster(pods, namespaces, policies, self._cache)
         rs = render_cluster(cluster, self.node, interface_prefix=self.interface_prefix, deny=self.deny)
         return rs, len(pods), len(policies)
