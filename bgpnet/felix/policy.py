@@ -43,13 +43,12 @@ class CachedHash:
 
 
 class Labels(tuple):
-    """Sorted (key, value) pairs; the hash is kept because labels key the selector-result memo."""
+    """Sorted (key, value) pairs, with a canonical string form that keys the selector-result memo
+    (a str caches its own hash in C, which matters at ~10k lookups per render)."""
 
-    def __hash__(self) -> int:
-        h = self.__dict__.get("h")
-        if h is None:
-            h = self.__dict__["h"] = tuple.__hash__(self)
-        return h
+    @cached_property
+    def text(self) -> str:
+        return "\0".join(f"{k}={v}" for k, v in self)
 
 
 @dataclass(frozen=True)

@@ -238,7 +238,7 @@ class RenderCache:
 
     def __init__(self):
         self.parsed: dict[tuple, Any] = {}
-        self.match: dict[tuple, bool] = {}
+        self.match: dict[Selector, dict[str, bool]] = {}
         self.chains: dict[tuple, Any] = {}
         self._parsed_next: dict[tuple, Any] = {}
         self._chains_next: dict[tuple, Any] = {}
@@ -271,7 +271,7 @@ class RenderCache:
     def finish(self) -> None:
         self.parsed, self._parsed_next = self._parsed_next, {}
         self.chains, self._chains_next = self._chains_next, {}
-        if len(self.match) > 200_000:
+        if len(self.match) > 20_000:
             self.match.clear()
 
 
@@ -317,15 +317,32 @@ class Cluster:
             self.policies.append(pol)
         self._memo = self.cache.match
 
-    def _matches(self, sel: Selector, labels: tuple[tuple[str, str], ...]) -> bool:
-        k = (sel, labels)
-        r = self._memo.get(k)
+    def _memo_of(self, sel: Selector) -> dict[str, bool]:
+        memo = self._memo.get(sel)
+        if memo is None:
+            memo = self._memo[sel] = {}
+        return memo
+
+    def _matches(self, sel: Selector, labels: Labels) -> bool:
+        memo = self._memo_of(sel)
+        r = memo.get(labels.text)
         if r is None:
-            r = self._memo[k] = sel.matches(dict(labels))
+            r = memo[labels.text] = sel.matches(dict(labels))
         return r
 
+    def _filter(self, sel: Selector, pods) -> list[Pod]:
+        memo = self._memo_of(sel)
+        out = []
+        for p in pods:
+            r = memo.get(p.labels.text)
+            if r is None:
+                r = memo[p.labels.text] = sel.matches(dict(p.labels))
+            if r:
+                out.append(p)
+        return out
+
     def selected(self, pol: Policy) -> list[Pod]:
-        return [p for p in self.pods_by_ns.get(pol.namespace, ()) if self._matches(pol.pod_selector, p.labels)]
+        return self._filter(pol.pod_selector, self.pods_by_ns.get(pol.namespace, ()))
 
     def peer_pods(self, peer: Peer) -> list[Pod]:
         if peer.is_ip_block:
@@ -335,11 +352,10 @@ class Cluster:
         else:
             namespaces = [ns for ns, labels in sorted(self.ns_label_keys.items())
                           if self._matches(peer.namespace_selector, labels)]
-        out = []
+        out: list[Pod] = []
         for ns in namespaces:
-            for p in self.pods_by_ns.get(ns, ()):
-                if peer.pod_selector is None or self._matches(peer.pod_selector, p.labels):
-                    out.append(p)
+            pods = self.pods_by_ns.get(ns, ())
+            out += pods if peer.pod_selector is None else self._filter(peer.pod_selector, pods)
         return out
 
 
@@ -401,7 +417,7 @@ class _Renderer:
             return frozenset(p.ip for p in self.c.peer_pods(spec[1]) if p.ip)
         _, dest, protocol, port_name = spec
         if dest[0] == "selected":
-            pods = [p for p in self.c.pods_by_ns.get(dest[1], ()) if self.c._matches(dest[2], p.labels)]
+            pods = self.c._filter(dest[2], self.c.pods_by_ns.get(dest[1], ()))
         elif dest[0] == "all":
             pods = self.c.pods
         else:
@@ -495,9 +511,12 @@ class _Renderer:
 
     def pod_chain(self, name: str, pod: Pod, direction: str, pols: list[Policy]) -> Chain:
         keys = tuple(p.key for p in pols)
-        rules, hashes = self.cache.chain(("pod-rules", direction, keys, self.deny),
-                                         lambda: self._pod_rules(direction, keys))
-        return Chain(name, rules, hashes)
+
+        def build():
+            rules, hashes = self.cache.chain(("pod-rules", direction, keys, self.deny),
+                                             lambda: self._pod_rules(direction, keys))
+            return Chain(name, rules, hashes)
+        return self.cache.chain(("pod-chain", name, direction, keys, self.deny), build)
 
     def _pod_rules(self, direction: str, pols: tuple[str, ...]) -> tuple[tuple[Rule, ...], tuple[str, ...]]:
         # No pod name in these rules: every pod selected by the same policies shares them.
