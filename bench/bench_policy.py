@@ -33,7 +33,7 @@ def cluster(n_pods: int, n_policies: int):
         app = f"app{(i // n_ns) % 8}"
         ip = f"10.{40 + i // 60000}.{(i // 250) % 240}.{i % 250 + 1}"
         pods[f"{ns}/pod{i}"] = {
-            "node": NODE, "ip": ip, "interface": "bn" + hashlib.sha1(f"{ns}/pod{i}".encode()).hexdigest()[:11],
+            "node": NODE, "ip": ip, "interface": "cali" + hashlib.sha1(f"{ns}/pod{i}".encode()).hexdigest()[:11],
             "labels": {"app": app, "tier": ("web", "api", "db")[i % 3], "version": f"v{i % 4}"},
             "ports": [{"name": "http", "port": 8080 + i % 3, "protocol": "TCP"},
                       {"name": "metrics", "port": 9100, "protocol": "TCP"},
@@ -164,7 +164,7 @@ def inner(args) -> dict:
             elif what == "pod added":
                 k = args.pods + i
                 name = f"ns{k % 50}/extra{i}"
-                spec = {"node": NODE, "ip": f"10.99.{i // 250}.{i % 250 + 1}", "interface": f"bnx{i:06d}",
+                spec = {"node": NODE, "ip": f"10.99.{i // 250}.{i % 250 + 1}", "interface": f"calix{i:06d}",
                         "labels": {"app": "app1", "tier": "api"},
                         "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}
                 write = lambda name=name, spec=spec: store.put(POD, name, spec)  # noqa: E731

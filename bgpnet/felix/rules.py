@@ -34,9 +34,10 @@ from bgpnet.felix.policy import (
 
 log = logging.getLogger(__name__)
 
-# Host-side pod interfaces start with this (the CNI plugin names them, e.g. "bn" + a hash). Traffic from
-# an interface with this prefix that no local Pod object claims is dropped.
-POD_INTERFACE_PREFIX = "bn"
+# Host-side pod interfaces start with this: the CNI plugin names them HOST_IF_PREFIX + a hash of the
+# container id (bgpnet.cni.plugin; the two must agree, a unit test checks). Traffic from an interface
+# with this prefix that no local Pod object claims is dropped.
+POD_INTERFACE_PREFIX = "cali"
 # Every chain and ipset we own starts with this; the driver never touches anything else.
 PREFIX = "BGPNET-"
 HASH_COMMENT = "bgpnet:"

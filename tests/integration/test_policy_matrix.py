@@ -192,7 +192,7 @@ class Env:
         return ns
 
     def add_pod(self, pod: P) -> None:
-        ns = self.wire(f"{pod.ns}{pod.name}", f"bn{pod.ns}{pod.name}", ip_of(pod))
+        ns = self.wire(f"{pod.ns}{pod.name}", f"cali{pod.ns}{pod.name}", ip_of(pod))
         self.pod_ns[pod] = ns
         server = ns.popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
         self.procs.append(server)
@@ -203,7 +203,7 @@ class Env:
         ports.append({"name": "http", "port": http_port(pod), "protocol": "TCP"})
         self.store.put(POD, f"{pod.ns}/{pod.name}", {
             "node": NODE, "ip": ip_of(pod), "labels": labels, "ports": ports,
-            "interface": f"bn{pod.ns}{pod.name}", "netns": ns.name})
+            "interface": f"cali{pod.ns}{pod.name}", "netns": ns.name})
 
     def apply(self, *docs) -> None:
         apply_objects(self.store, parse_manifests(yaml.safe_dump_all(docs), "test"))
@@ -496,12 +496,12 @@ def test_drift_is_repaired_and_foreign_rules_untouched(env):
     _node_iptables(env, "-N", "OTHER-CHAIN")
     _node_iptables(env, "-A", "OTHER-CHAIN", "-s", "192.0.2.1", "-j", "RETURN")
     _node_iptables(env, "-I", "FORWARD", "1", "-s", "192.0.2.2", "-j", "OTHER-CHAIN")
-    _node_iptables(env, "-F", "BGPNET-TW-bnxa")
+    _node_iptables(env, "-F", "BGPNET-TW-calixa")
     [y_set] = [line.split()[1] for line in env.node.run("ipset", "save").splitlines()
                if line.startswith("create BGPNET-S-")]
     env.node.run("ipset", "flush", y_set)
     shown = _show(env)
-    assert "BGPNET-TW-bnxa [drifted]" in shown and "BGPNET-TW-bnxb [in sync]" in shown, shown
+    assert "BGPNET-TW-calixa [drifted]" in shown and "BGPNET-TW-calixb [in sync]" in shown, shown
     # explain describes the wanted state, which the kernel no longer holds here
     check(env, lambda s, d, port, proto: d == P("x", "a") or d.ns != "x", "drifted", explain=False)
     out = env.sync()  # a change-triggered sync trusts its cache: it does not see the drift
@@ -515,7 +515,7 @@ def test_drift_is_repaired_and_foreign_rules_untouched(env):
     assert fwd[1].endswith("-j BGPNET-FORWARD") and "OTHER-CHAIN" in fwd[2], fwd
     assert sum("BGPNET-FORWARD" in r for r in fwd) == 1
     assert "192.0.2.1" in _node_iptables(env, "-S", "OTHER-CHAIN")
-    assert "BGPNET-TW-bnxa [in sync]" in _show(env)
+    assert "BGPNET-TW-calixa [in sync]" in _show(env)
     # our hook deleted outright: nothing is enforced until the next resync puts it back
     _node_iptables(env, "-D", "FORWARD", "1")
     check(env, lambda s, d, port, proto: True, "hook deleted", explain=False)
@@ -531,18 +531,18 @@ def test_drift_is_repaired_and_foreign_rules_untouched(env):
 
 def test_unknown_pod_interface_fails_closed(env):
     env.set_policies()
-    ns = env.wire("rogue", "bnrogue", "10.77.0.99")
+    ns = env.wire("rogue", "calirogue", "10.77.0.99")
     prober = LineProc(ns, [sys.executable, "-c", PROBER])
     try:
         targets = [[ip_of(d), 80, "tcp"] for d in ALL] + [[ip_of(d), 80, "udp"] for d in ALL]
         assert prober.call({"probe": targets}) == [False] * len(targets), "traffic from an unknown pod interface"
         # spoofing a known pod's address on an unknown interface does not help either
         env.store.put(POD, "w/rogue", {"node": NODE, "ip": "10.77.0.98", "labels": {}, "ports": [],
-                                       "interface": "bnrogue"})
+                                       "interface": "calirogue"})
         env.sync()
         assert prober.call({"probe": targets}) == [False] * len(targets), "source address is not the pod's"
         env.store.put(POD, "w/rogue", {"node": NODE, "ip": "10.77.0.99", "labels": {}, "ports": [],
-                                       "interface": "bnrogue"})
+                                       "interface": "calirogue"})
         env.sync()
         assert prober.call({"probe": targets}) == [True] * len(targets), "after the pod is known"
     finally:

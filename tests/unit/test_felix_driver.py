@@ -9,7 +9,7 @@ from bgpnet.felix import PolicyAgent
 from bgpnet.felix.iptables import DataplaneError, IptablesDriver, parse_ipset_save, parse_iptables_save
 from bgpnet.felix.rules import render
 
-PODS = {f"x/{p}": {"node": "n1", "ip": f"10.0.0.{i + 1}", "labels": {"pod": p}, "interface": f"bnx{p}"}
+PODS = {f"x/{p}": {"node": "n1", "ip": f"10.0.0.{i + 1}", "labels": {"pod": p}, "interface": f"calix{p}"}
         for i, p in enumerate("abc")}
 DENY = {"x/deny": {"metadata": {"name": "deny", "namespace": "x"}, "spec": {"podSelector": {}}}}
 ALLOW_B = {"x/allow-b": {"metadata": {"name": "allow-b", "namespace": "x"}, "spec": {
@@ -118,7 +118,7 @@ def test_change_rewrites_only_changed_chains_and_sets_deltas():
     text = k.writes()[-1][1]
     declared = [line for line in text.splitlines() if line.startswith(":")]
     assert res.chains_written == len(declared) == 4  # x/b and x/c now selected (2 chains), the new policy's
-    assert ":BGPNET-TW-bnxa - [0:0]" in declared  # ...and x/a's chain, which now jumps to both policies
+    assert ":BGPNET-TW-calixa - [0:0]" in declared  # ...and x/a's chain, which now jumps to both policies
 
 
 def test_removed_policy_chain_is_flushed_and_deleted_after_references_and_sets_destroyed_last():
@@ -134,7 +134,7 @@ def test_removed_policy_chain_is_flushed_and_deleted_after_references_and_sets_d
     pi = next(line for line in lines if line.startswith(":BGPNET-PI-"))
     name = pi[1:].split()[0]
     assert lines.index(f"-X {name}") > lines.index(pi) and lines.index(f"-X {name}") > lines.index(
-        ":BGPNET-TW-bnxa - [0:0]")
+        ":BGPNET-TW-calixa - [0:0]")
     assert sets.startswith("destroy BGPNET-S-")
 
 
@@ -145,8 +145,8 @@ def test_refresh_repairs_drift_and_misplaced_hook_without_touching_foreign_rules
     d.apply(rs)
     good = [line for line in k.writes()[-1][1].splitlines() if line.startswith(("-A BGPNET-", ":BGPNET-"))]
     hook_fwd = next(line for line in k.writes()[-1][1].splitlines() if line.startswith("-I FORWARD"))
-    # the kernel now: our chains, but BGPNET-TW-bnxa flushed by someone, and a foreign rule above our hook
-    body = [line for line in good if not line.startswith("-A BGPNET-TW-bnxa ")]
+    # the kernel now: our chains, but BGPNET-TW-calixa flushed by someone, and a foreign rule above our hook
+    body = [line for line in good if not line.startswith("-A BGPNET-TW-calixa ")]
     hook = hook_fwd.replace("-I FORWARD 1 ", "-A FORWARD ")
     k.save = SAVE_FOREIGN.replace("-A FORWARD -j DOCKER\n", "-A FORWARD -j DOCKER\n" + hook + "\n").replace(
         ":DOCKER - [0:0]\n", ":DOCKER - [0:0]\n" + "\n".join(line for line in body if line.startswith(":")) + "\n"
@@ -160,7 +160,7 @@ def test_refresh_repairs_drift_and_misplaced_hook_without_touching_foreign_rules
     # FORWARD hook below a foreign rule is moved up; the INPUT hook is missing from this kernel
     assert res.read_kernel and res.chains_written == 1 and res.hooks_written == 2 and res.sets_written == 0
     text = k.writes()[-1][1]
-    assert ":BGPNET-TW-bnxa - [0:0]" in text
+    assert ":BGPNET-TW-calixa - [0:0]" in text
     assert f"-D {hook[3:]}" in text and "-I FORWARD 1 " in text and "-I INPUT 1 " in text
     assert "DOCKER" not in text.replace("-D FORWARD", "")
 
@@ -239,7 +239,7 @@ def test_policy_agent_renders_on_change_and_refreshes_on_interval(tmp_path, capl
     out = agent.sync()
     assert "rendered 3 pods / 2 policies" in out and "1 rejected objects" in out
     assert any("x/bad" in r.message and "podSelector" in r.message for r in caplog.records)
-    assert agent.ruleset.chain("BGPNET-TW-bnxa").rules[-1].action == "REJECT"
+    assert agent.ruleset.chain("BGPNET-TW-calixa").rules[-1].action == "REJECT"
     agent.sync(full=True)
     assert drv.applied[-1][1] is True
     agent.kernel_refresh_interval = 0

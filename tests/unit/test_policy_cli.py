@@ -55,7 +55,7 @@ BAD = textwrap.dedent("""\
 def store(tmp_path):
     s = LocalDatastore(tmp_path / "store.db")
     for i, p in enumerate("abc"):
-        s.put("Pod", f"x/{p}", {"node": "n1", "ip": f"10.0.0.{i + 1}", "labels": {"pod": p}, "interface": f"bnx{p}",
+        s.put("Pod", f"x/{p}", {"node": "n1", "ip": f"10.0.0.{i + 1}", "labels": {"pod": p}, "interface": f"calix{p}",
                                 "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]})
     return s
 
@@ -148,9 +148,9 @@ def test_explain_and_show(tmp_path, store, capsys):
     assert rc == 2 and "no pod 'q/a'" in err
     rc, out, _ = run(capsys, "policy", "show", "n1", "--desired", "--rules", "--datastore", db)
     assert rc == 0
-    assert "pod x/a ip 10.0.0.1 interface bnxa" in out and "ingress BGPNET-TW-bnxa: policies x/allow-b" in out
-    assert "egress  BGPNET-FW-bnxa: open (no policy selects this pod)" in out
-    assert "-A BGPNET-TW-bnxa" in out and "ipset BGPNET-S-" in out
+    assert "pod x/a ip 10.0.0.1 interface calixa" in out and "ingress BGPNET-TW-calixa: policies x/allow-b" in out
+    assert "egress  BGPNET-FW-calixa: open (no policy selects this pod)" in out
+    assert "-A BGPNET-TW-calixa" in out and "ipset BGPNET-S-" in out
 
 
 def test_lab_apply_and_arg_helpers(tmp_path):

@@ -46,7 +46,7 @@ def make_pods(nodes=("n1",)) -> dict:
             ports = [{"name": "http", "port": 81 if p == "c" else 80, "protocol": "TCP"},
                      {"name": "dns", "port": 53, "protocol": "UDP"}]
             pods[f"{ns}/{p}"] = {"node": nodes[i % len(nodes)], "ip": ip(ns, p), "labels": labels,
-                                 "ports": ports, "interface": f"bn{ns}{p}"}
+                                 "ports": ports, "interface": f"cali{ns}{p}"}
     return pods
 
 
@@ -129,7 +129,7 @@ def test_namespace_and_pod_selector_in_one_peer_is_and_separate_peers_is_or():
 
 def test_namespaces_carry_their_name_label_even_without_an_object():
     pods = make_pods()
-    pods["w/a"] = {"node": "n1", "ip": "10.77.0.90", "labels": {"pod": "a"}, "interface": "bnwa"}
+    pods["w/a"] = {"node": "n1", "ip": "10.77.0.90", "labels": {"pod": "a"}, "interface": "caliwa"}
     p = pols(np("x", "p", {"podSelector": sel(pod="a"), "ingress": [{"from": [
         {"namespaceSelector": sel(**{"kubernetes.io/metadata.name": "w"})}]}]}))
     assert matrix(p, pods) == expect_matrix(lambda s, d: d != "x/a" or s == "w/a", pods)
@@ -205,10 +205,10 @@ def test_egress_deny_does_not_block_replies_or_ingress():
     assert matrix(p) == expect_matrix(lambda s, d: s != "x/a")
     rs = render(make_pods(), NAMESPACES, p, "n1")
     # a reply from x/a is ESTABLISHED and accepted before any policy chain
-    verdict, _ = simulate(rs, FORWARD_CHAIN, Packet("bnxa", "bnyb", ip("x", "a"), ip("y", "b"), "tcp", 5555,
+    verdict, _ = simulate(rs, FORWARD_CHAIN, Packet("calixa", "caliyb", ip("x", "a"), ip("y", "b"), "tcp", 5555,
                                                     ctstate="ESTABLISHED"))
     assert verdict == "ACCEPT"
-    verdict, _ = simulate(rs, FORWARD_CHAIN, Packet("bnxa", "bnyb", ip("x", "a"), ip("y", "b"), "tcp", 5555,
+    verdict, _ = simulate(rs, FORWARD_CHAIN, Packet("calixa", "caliyb", ip("x", "a"), ip("y", "b"), "tcp", 5555,
                                                     ctstate="INVALID"))
     assert verdict == "DROP"
 
@@ -269,16 +269,23 @@ def test_explain_names_policy_and_rule_and_errors():
 
 def test_unknown_interface_and_spoofed_source_are_dropped():
     rs = render(make_pods(), NAMESPACES, {}, "n1")
-    for pkt in (Packet("bnrogue", "bnxa", "10.77.0.99", ip("x", "a"), "tcp", 80),
-                Packet("bnxb", "bnxa", "10.77.0.99", ip("x", "a"), "tcp", 80)):
+    for pkt in (Packet("calirogue", "calixa", "10.77.0.99", ip("x", "a"), "tcp", 80),
+                Packet("calixb", "calixa", "10.77.0.99", ip("x", "a"), "tcp", 80)):
         verdict, fired = simulate(rs, FORWARD_CHAIN, pkt)
         assert verdict == "DROP" and "fail closed" in fired[-1][1].comment
-    verdict, _ = simulate(rs, "BGPNET-INPUT", Packet("bnrogue", "", "10.77.0.99", "169.254.1.1", "tcp", 22))
+    verdict, _ = simulate(rs, "BGPNET-INPUT", Packet("calirogue", "", "10.77.0.99", "169.254.1.1", "tcp", 22))
     assert verdict == "DROP"
-    verdict, _ = simulate(rs, "BGPNET-INPUT", Packet("bnxa", "", ip("x", "a"), "169.254.1.1", "tcp", 22))
+    verdict, _ = simulate(rs, "BGPNET-INPUT", Packet("calixa", "", ip("x", "a"), "169.254.1.1", "tcp", 22))
     assert verdict == "CONTINUE"  # a known pod talking to its node: not ours to police
     verdict, _ = simulate(rs, FORWARD_CHAIN, Packet("eth0", "eth1", "192.0.2.1", "192.0.2.2", "tcp", 80))
     assert verdict == "CONTINUE"  # not pod traffic: untouched
+
+
+def test_pod_interface_prefix_agrees_with_the_cni_plugin():
+    plugin = pytest.importorskip("bgpnet.cni.plugin", reason="CNI plugin not on this branch yet")
+    from bgpnet.felix.rules import POD_INTERFACE_PREFIX
+
+    assert plugin.HOST_IF_PREFIX == POD_INTERFACE_PREFIX
 
 
 def test_hooks_chains_and_names():
@@ -286,9 +293,9 @@ def test_hooks_chains_and_names():
     assert [(h.chain, h.rule.target) for h in rs.hooks] == [("FORWARD", "BGPNET-FORWARD"), ("INPUT", "BGPNET-INPUT")]
     assert all(c.name.startswith("BGPNET-") and len(c.name) <= 28 for c in rs.chains)
     assert all(s.name.startswith("BGPNET-") and len(s.name) <= 31 for s in rs.ipsets)
-    tw = rs.chain("BGPNET-TW-bnxa")
+    tw = rs.chain("BGPNET-TW-calixa")
     assert tw.rules[0].action == "MARK" and tw.rules[-1].action == "REJECT"
-    assert rs.chain("BGPNET-TW-bnya").rules[0].action == "RETURN"
+    assert rs.chain("BGPNET-TW-caliya").rules[0].action == "RETURN"
     for c in rs.chains:
         for line in c.lines():
             assert line.startswith(f"-A {c.name} ") and '--comment "bgpnet:' in line
@@ -296,23 +303,23 @@ def test_hooks_chains_and_names():
 
 def test_deny_drop_mode_and_dispatch_split():
     rs = render(make_pods(), NAMESPACES, pols(np("x", "p", {"podSelector": {}})), "n1", deny="drop")
-    assert rs.chain("BGPNET-TW-bnxa").rules[-1].action == "DROP"
+    assert rs.chain("BGPNET-TW-calixa").rules[-1].action == "DROP"
     pods = {f"x/p{i}": {"node": "n1", "ip": f"10.1.{i // 200}.{i % 200 + 1}", "labels": {},
-                        "interface": f"bn{i:04x}"} for i in range(300)}
+                        "interface": f"cali{i:04x}"} for i in range(300)}
     rs = render(pods, {}, {}, "n1")
     root = rs.chain(FROM_POD_CHAIN)
     assert len(root.rules) < 10 and root.rules[0].action == "GOTO"
-    verdict, fired = simulate(rs, FORWARD_CHAIN, Packet("bn012b", "eth0", "10.1.1.100", "192.0.2.1", "tcp", 80))
-    assert verdict == "ACCEPT" and any(c == "BGPNET-FW-bn012b" for c, _ in fired)
-    verdict, _ = simulate(rs, FORWARD_CHAIN, Packet("bn0fff", "eth0", "10.1.1.100", "192.0.2.1", "tcp", 80))
+    verdict, fired = simulate(rs, FORWARD_CHAIN, Packet("cali012b", "eth0", "10.1.1.100", "192.0.2.1", "tcp", 80))
+    assert verdict == "ACCEPT" and any(c == "BGPNET-FW-cali012b" for c, _ in fired)
+    verdict, _ = simulate(rs, FORWARD_CHAIN, Packet("cali0fff", "eth0", "10.1.1.100", "192.0.2.1", "tcp", 80))
     assert verdict == "DROP"
 
 
 def test_bad_objects_are_skipped_with_a_reason_and_others_still_render():
     pods = make_pods()
     pods["x/b"]["interface"] = "eth9"
-    pods["x/c"]["interface"] = "bnxa"
-    pods["y/bad"] = {"node": "n1", "ip": "10.0.0.300", "interface": "bnybad"}
+    pods["x/c"]["interface"] = "calixa"
+    pods["y/bad"] = {"node": "n1", "ip": "10.0.0.300", "interface": "caliybad"}
     p = pols(np("x", "good", {"podSelector": {}}),
              np("y", "bad", {"podSelector": {}, "ingress": [{"ports": [{"port": 80, "endPort": 70}]}]}),
              ("z/mismatch", {"metadata": {"name": "other", "namespace": "z"}, "spec": {}}))
@@ -321,9 +328,9 @@ def test_bad_objects_are_skipped_with_a_reason_and_others_still_render():
     assert "y/bad" in text and "endPort 70 must be between port 80 and 65535" in text
     assert "Pod y/bad: ip: invalid ip '10.0.0.300'" in text
     assert "interface eth9 does not start with the pod interface prefix" in text
-    assert "interface bnxa already belongs to pod x/a" in text
+    assert "interface calixa already belongs to pod x/a" in text
     assert "z/mismatch: metadata says z/other" in text
-    assert rs.chain("BGPNET-TW-bnxa").rules[-1].action == "REJECT"
+    assert rs.chain("BGPNET-TW-calixa").rules[-1].action == "REJECT"
     assert [e.pod for e in rs.endpoints if e.pod.startswith("y/")] == ["y/a", "y/b", "y/c"]
 
 
@@ -341,7 +348,7 @@ def test_mark_rules():
     rs = render(make_pods(), NAMESPACES, pols(np("x", "p", {"podSelector": {}, "ingress": [{}]})), "n1")
     chain = next(c for c in rs.chains if c.name.startswith("BGPNET-PI-"))
     assert chain.lines()[0].endswith(f"-j MARK --set-xmark {ACCEPT_MARK:#x}/{ACCEPT_MARK:#x}")
-    assert rs.chain("BGPNET-TW-bnxa").lines()[0].endswith(f"-j MARK --set-xmark 0x0/{ACCEPT_MARK:#x}")
+    assert rs.chain("BGPNET-TW-calixa").lines()[0].endswith(f"-j MARK --set-xmark 0x0/{ACCEPT_MARK:#x}")
 
 
 # ---------------------------------------------------------------------------------------------- properties
