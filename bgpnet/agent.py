@@ -457,7 +457,8 @@ class Agent:
             return
         rev = await asyncio.to_thread(self.store.revision, POLICY_KINDS)
         if force or rev != self._store_rev.get("policy"):
-            summary = await asyncio.to_thread(self.policy.sync)
+            # forced (the resync timer): re-read iptables too, so drift someone caused is repaired
+            summary = await asyncio.to_thread(self.policy.sync, True if force else None)
             self._store_rev["policy"] = rev
             log.info("policy: %s", summary)
 

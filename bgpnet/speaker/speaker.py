@@ -168,22 +168,30 @@ class Speaker:
             await self._reload()
         return True
 
-    async def _reload(self, timeout: float = 10.0) -> None:
-        """SIGUSR1, then wait for ExaBGP's log to say the reload is done, so callers act on the new set."""
+    async def _reload(self, timeout: float = 20.0) -> None:
+        """SIGUSR1, then wait for ExaBGP's log to say the reload is done, so callers act on the new set.
+
+        ExaBGP drops a reload signal that arrives while updates are still queued for a peer, so an
+        unconfirmed reload is signalled again (after 1 s, 2 s, 4 s ...) until `timeout`.
+        """
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        os.kill(self.pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                tail = f.read()
-            if RELOAD_DONE in tail:
-                log.info("ExaBGP reloaded its configuration")
-                return
-            if RELOAD_FAILED in tail:
-                log.error("ExaBGP could not reload its configuration; see %s", self.log_path)
-                return
-            await asyncio.sleep(0.05)
+        retry = 1.0
+        while time.monotonic() < deadline and self.pid:
+            os.kill(self.pid, signal.SIGUSR1)
+            resend_at = min(time.monotonic() + retry, deadline)
+            while time.monotonic() < resend_at:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    tail = f.read()
+                if RELOAD_DONE in tail:
+                    log.info("ExaBGP reloaded its configuration")
+                    return
+                if RELOAD_FAILED in tail:
+                    log.error("ExaBGP could not reload its configuration; see %s", self.log_path)
+                    return
+                await asyncio.sleep(0.05)
+            retry = min(retry * 2, 8.0)
         log.warning("ExaBGP did not confirm the reload within %.0fs; see %s", timeout, self.log_path)
 
     def set_announcements(self, prefixes: dict[IPv4Network, dict]) -> None:
