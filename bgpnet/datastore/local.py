@@ -35,7 +35,9 @@ class LocalDatastore(Datastore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._tx() as db:
-            db.executescript(_SCHEMA)
+            # executescript() would COMMIT our open transaction first; run the statements inside it instead
+            for stmt in filter(str.strip, _SCHEMA.split(";")):
+                db.execute(stmt)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
