@@ -203,6 +203,9 @@ def _claim_block(store: Datastore, node: str, pools: list[Pool], now: float) -> 
         try:
             store.create(IPAM_BLOCK, name, blk.to_spec())
         except AlreadyExists:
+            won = store.get(IPAM_BLOCK, name)
+            if won is not None and won.spec.get("affinity") == node:
+                return name  # another process of this node claimed it: use it, keep its affinity
             _delete_quietly(store, BLOCK_AFFINITY, aff)
             continue
         store.put(BLOCK_AFFINITY, aff, {"node": node, "block": str(cidr), "state": "confirmed"})
