@@ -50,12 +50,14 @@ MODE_POD_CIDR = "pod-cidr"
 MODES = (MODE_BLOCKS, MODE_POD_CIDR)
 # Kinds whose changes can change what a node announces: the agent watches `store.revision(IPAM_KINDS)`.
 IPAM_KINDS = (IP_POOL, IPAM_BLOCK, NODE)
+# Upper bound of the random pause before retrying a lost compare-and-swap, in seconds (spreads out racers).
+RETRY_JITTER = 0.02
 
 
 def cas_retry(fn: Callable[[], T], attempts: int = 200) -> T:
     """Run a read-modify-write `fn` until its compare-and-swap wins; `fn` must re-read on every call."""
     for attempt in Retrying(retry=retry_if_exception_type(Conflict), stop=stop_after_attempt(attempts),
-                            wait=wait_random(0, 0.02), reraise=True):
+                            wait=wait_random(0, RETRY_JITTER), reraise=True):
         with attempt:
             return fn()
     raise AssertionError("unreachable")
