@@ -334,9 +334,9 @@ def release_handle(store: Datastore, handle: str, now: float | None = None) -> l
     if cur is None:
         return []
     freed: list[IPv4Address] = []
-    names = [cur.spec["block"]] if cur.spec.get("block") else []
-    if not names:  # an assignment interrupted before the handle recorded its block: look everywhere
-        names = [b.name for b in _blocks(store) if handle in b.allocations.values()]
+    # Every block, not only the one the handle records: an assignment interrupted before the handle
+    # recorded its block, or two racing ADDs for one container, may have left the handle elsewhere too.
+    names = [b.name for b in _blocks(store) if handle in b.allocations.values()]
     for name in names:
         freed += _free_in_block(store, name, lambda o, h: h == handle, now)
     _delete_quietly(store, IPAM_HANDLE, handle)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,7 @@ def test_add_check_del_and_pod_to_pod_tcp(netns_factory, store_path):
     assert pod["node"] == "n1" and pod["ip"] == ip1 and pod["labels"] == {"app": "web"}
     assert pod["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}]
     assert pod["netns"] == p1.name and pod["interface"] == host_ifname("c1")
-    assert ipam.node_prefixes(store, "n1") == [ipam.block.IPv4Network("10.244.0.0/28")]
+    assert ipam.node_prefixes(store, "n1") == [IPv4Network("10.244.0.0/28")]
 
     server = p2.popen([sys.executable, "-c", SERVER, "8080"])
     try:
