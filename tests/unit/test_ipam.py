@@ -254,3 +254,13 @@ def test_cli_show_and_pool_commands(store, capsys):
     assert "released 10.244.0.1 (handle h1)" in capsys.readouterr().out
     assert main(["ipam", "pool", "list", "--store", path]) == 0
     assert capsys.readouterr().out.startswith("default 10.244.0.0/24 /28")
+
+
+def test_node_prefixes_auto_mode_prefers_pools_over_an_unused_pod_cidr(store):
+    store.create(NODE, "n1", {"pod_cidr": "10.50.1.0/24"})
+    ipam.add_pool(store, "default", {"cidr": "10.244.0.0/24"})
+    ipam.auto_assign(store, "n1", "h1")
+    assert ipam.node_prefixes(store, "n1") == [N("10.244.0.0/26")]
+    assert ipam.node_prefixes(store, "n1", mode="pod-cidr") == [N("10.50.1.0/24")]
+    ipam.auto_assign(store, "n1", "h2", mode="pod-cidr")  # once pods use the podCIDR it is announced too
+    assert ipam.node_prefixes(store, "n1") == [N("10.50.1.0/24"), N("10.244.0.0/26")]
