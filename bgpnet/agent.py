@@ -176,6 +176,9 @@ class Agent:
         self.peer_status: dict[IPv4Address, PeerStatus] = {}
         self.stale_deadline: dict[IPv4Address | None, float] = {}
         self.installed: set = set()
+        self.route_writes = {"add": 0, "remove": 0}
+        self.route_write_errors = 0
+        self._http = None
         self.last_apply = ""
         self.apply_errors: list[str] = []
         self._dirty = asyncio.Event()
@@ -223,6 +226,13 @@ class Agent:
         log.info("node %s (%s, AS %d) started: %d neighbours, announcing %s", self.cfg.node.name,
                  self.cfg.node.address, self.cfg.node.asn, len(self.neighbors),
                  ", ".join(map(str, self.prefixes)) or "nothing")
+        if self.cfg.http.address():
+            from bgpnet.http import serve
+
+            try:
+                self._http = serve(self, *self.cfg.http.address())
+            except OSError as e:
+                log.error("health/metrics endpoint %s not started: %s", self.cfg.http.listen, e)
         tasks = [asyncio.create_task(c) for c in (
             self._event_loop(), self._reconcile_loop(), self._store_loop(), self._timer_loop())]
         self._write_status()
@@ -232,6 +242,8 @@ class Agent:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.speaker.stop()
+        if self._http is not None:
+            self._http.shutdown()
         self._write_status(state="stopped")
 
     def stop(self) -> None:
@@ -483,6 +495,9 @@ class Agent:
                 self._dirty.set()
                 continue
             self.installed = desired
+            self.route_writes["add"] += result.added + result.replaced
+            self.route_writes["remove"] += result.removed
+            self.route_write_errors += len(result.errors)
             self.apply_errors = [f"{r.describe()}: {err}" for r, err in result.errors]
             if result.errors:
                 await asyncio.sleep(backoff)
@@ -490,7 +505,7 @@ class Agent:
                 self._dirty.set()
             else:
                 backoff = 0.5
-            if result.added or result.removed or result.errors:
+            if result.added or result.replaced or result.removed or result.errors:
                 log.info("routes: %s", result.summary())
             self.last_apply = result.summary()
             self._write_status()

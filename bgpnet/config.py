@@ -135,6 +135,24 @@ class DatastoreConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    listen: str = doc("host:port for /healthz and /metrics (Prometheus); empty disables", "127.0.0.1:9645")
+
+    def validate(self, where: str) -> None:
+        if not self.listen:
+            return
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ConfigError(f"listen must be host:port, not {self.listen!r}", f"{where}.listen")
+
+    def address(self) -> tuple[str, int] | None:
+        if not self.listen:
+            return None
+        host, _, port = self.listen.rpartition(":")
+        return host, int(port)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     node: NodeConfig = doc("this node", default_factory=NodeConfig)
     bgp: BgpConfig = doc("global BGP settings", default_factory=BgpConfig)
@@ -143,6 +161,7 @@ class AgentConfig:
                                        default_factory=list)
     routing: RoutingConfig = doc("kernel route programming", default_factory=RoutingConfig)
     datastore: DatastoreConfig = doc("where cluster state lives", default_factory=DatastoreConfig)
+    http: HttpConfig = doc("health and metrics endpoint", default_factory=HttpConfig)
     run_dir: str = doc("directory for the speaker's socket, generated config and pid files", "/run/bgpnet")
     source: str = doc("the file this config was read from (set by the loader)", "")
 
