@@ -200,7 +200,7 @@ def _claim_block(store: Datastore, node: str, pools: list[Pool], now: float) -> 
             return None
         name = block_name(cidr)
         aff = f"{node}-{name}"
-        store.put(BLOCK_AFFINITY, aff, {"node": node, "block": str(cidr), "state": "pending"})
+        pending = store.put(BLOCK_AFFINITY, aff, {"node": node, "block": str(cidr), "state": "pending"})
         blk = Block(cidr, affinity=node, pool=pool.name, empty_since=now)
         try:
             store.create(IPAM_BLOCK, name, blk.to_spec())
@@ -208,7 +208,7 @@ def _claim_block(store: Datastore, node: str, pools: list[Pool], now: float) -> 
             won = store.get(IPAM_BLOCK, name)
             if won is not None and won.spec.get("affinity") == node:
                 return name  # another process of this node claimed it: use it, keep its affinity
-            _delete_quietly(store, BLOCK_AFFINITY, aff)
+            _delete_quietly(store, BLOCK_AFFINITY, aff, pending.revision)
             continue
         store.put(BLOCK_AFFINITY, aff, {"node": node, "block": str(cidr), "state": "confirmed"})
         log.info("node %s claimed block %s from pool %s", node, cidr, pool.name)
@@ -300,10 +300,11 @@ def auto_assign(store: Datastore, node: str, handle: str, pod: str | None = None
 # ------------------------------------------------------------------------------------------ releasing
 
 def _delete_quietly(store: Datastore, kind: str, name: str, revision: str | None = None) -> bool:
+    """Delete if present (and, given a revision, unchanged since read); False otherwise."""
     try:
         store.delete(kind, name, revision)
         return True
-    except NotFound:
+    except (NotFound, Conflict):
         return False
 
 
@@ -372,13 +373,18 @@ def release_ip(store: Datastore, ip: IPv4Address, now: float | None = None) -> s
 
 
 def _delete_block(store: Datastore, obj: Object, blk: Block) -> bool:
-    """Delete an empty block (CAS on its revision: an allocation racing with us wins) and its affinity."""
+    """Delete an empty block (CAS on its revision: an allocation racing with us wins) and its affinity.
+
+    The affinity is read first and deleted only at that revision: a node that re-claims the block in
+    between rewrites it, and its fresh affinity must survive.
+    """
+    aff = store.get(BLOCK_AFFINITY, f"{blk.affinity}-{obj.name}") if blk.affinity else None
     try:
         store.delete(IPAM_BLOCK, obj.name, obj.revision)
     except (Conflict, NotFound):
         return False
-    if blk.affinity:
-        _delete_quietly(store, BLOCK_AFFINITY, f"{blk.affinity}-{obj.name}")
+    if aff is not None:
+        _delete_quietly(store, BLOCK_AFFINITY, aff.name, aff.revision)
     log.info("released empty block %s of node %s", blk.cidr, blk.affinity)
     return True
 
@@ -418,9 +424,10 @@ def gc(store: Datastore, node_name: str, grace_seconds: float, now: float | None
     for obj, blk in _block_objects(store):
         if blk.affinity != node_name:
             continue
-        leaked = [h for h in blk.allocations.values() if h not in handles]
-        if leaked:
-            freed = _free_in_block(store, obj.name, lambda o, h: h not in handles, now)
+        if any(h not in handles for h in blk.allocations.values()):
+            # Re-check each handle after the block is read: handles are created before their address is
+            # taken, so one missing now is a leak; the list above may predate an assignment under way.
+            freed = _free_in_block(store, obj.name, lambda o, h: store.get(IPAM_HANDLE, h) is None, now)
             res.freed_leaks += [str(ip) for ip in freed]
     for obj, blk in _block_objects(store):
         if blk.affinity != node_name or not blk.is_empty():
