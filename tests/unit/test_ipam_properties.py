@@ -148,7 +148,7 @@ def check_invariants(world: World):
         assert all(n != b.affinity for n in b.borrowed.values())
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op, min_size=1, max_size=40), data=st.data())
 def test_no_address_twice_under_any_interleaving(ops, data):
     store = MemoryStore()
