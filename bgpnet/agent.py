@@ -23,6 +23,7 @@ from bgpnet.datastore import base as kinds
 from bgpnet.datastore.base import Datastore, Object, open_datastore
 from bgpnet.errors import BgpnetError, ConfigError
 from bgpnet.filters import ImportRules, build_rules, select_imports
+from bgpnet.ipip.dataplane import pools_from_objects
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ def all_peers(cfg: AgentConfig, peer_objects: Iterable[Object] = ()) -> list[Pee
     seen = {p.address for p in cfg.peers}
     for obj in peer_objects:
         try:
-            peer = build(PeerConfig, obj.spec, f"BGPPeer {obj.name}")
+            peer = build(PeerConfig, obj.spec)
         except ConfigError as e:
-            log.error("ignoring invalid datastore peer: %s", e)
+            log.error("ignoring invalid datastore peer: BGPPeer %s: %s: %s", obj.name, e.where, e.message)
             continue
         if peer.address not in seen and peer.applies_to(cfg.node):
             peers.append(dataclasses.replace(peer, name=peer.name or obj.name))
@@ -184,6 +185,11 @@ class Agent:
         self._dirty = asyncio.Event()
         self._stop = asyncio.Event()
         self._synced = False
+        self._full_resync = True
+        self.pools: list = []
+        self.underlay_mtu = 1500
+        self.dataplane = None
+        self._restarting = False
         self._sync_deadline = 0.0
         self._store_rev: dict[str, str] = {}
         self._peers_rev = ""
@@ -198,6 +204,7 @@ class Agent:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        from bgpnet.ipip.dataplane import Dataplane, underlay_mtu
         from bgpnet.ipip.kernel import RouteTable
         from bgpnet.speaker.rib import Rib
         from bgpnet.speaker.speaker import Speaker
@@ -207,15 +214,19 @@ class Agent:
         self._enable_forwarding()
         if self.route_table is None:
             self.route_table = RouteTable()
+        self.dataplane = Dataplane(self.route_table)
+        self.underlay_mtu = await asyncio.to_thread(underlay_mtu, self.cfg.node.address)
         self.rib = Rib()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGUSR2, lambda: self.stop(restart=True))
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
         await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
         self._passwords = read_passwords(self.cfg)
         await self._refresh_from_store(force=True)
+        self.dataplane.check(self.desired_plan())  # e.g. an IPIP pool on a kernel without IPIP: stop now
 
         self._events: asyncio.Queue = asyncio.Queue()
         self.speaker = Speaker(self.run_dir, self._events.put_nowait, listen_address=self.cfg.node.address.ip,
@@ -237,16 +248,22 @@ class Agent:
             self._event_loop(), self._reconcile_loop(), self._store_loop(), self._timer_loop())]
         self._write_status()
         await self._stop.wait()
-        log.info("stopping: closing BGP sessions; kernel routes stay in place until the next start")
+        if self._restarting:
+            log.info("stopping for a restart: sessions close without withdrawing, so graceful-restart peers "
+                     "keep our routes for %ds; kernel routes stay in place", self.cfg.bgp.graceful_restart)
+        else:
+            log.info("stopping: withdrawing our routes from every peer; kernel routes stay until the next start")
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self.speaker.stop()
+        await self.speaker.stop(graceful=self._restarting)
         if self._http is not None:
             self._http.shutdown()
         self._write_status(state="stopped")
 
-    def stop(self) -> None:
+    def stop(self, restart: bool = False) -> None:
+        """SIGTERM: leave (peers drop our routes now). SIGUSR2: restart (peers keep them for the GR time)."""
+        self._restarting = restart
         self._stop.set()
 
     async def reload(self) -> None:
@@ -294,6 +311,7 @@ class Agent:
             return
         neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers)
         self.peer_configs = {p.address: p for p in peers}
+        self.pools = pools_from_objects(objs[kinds.IP_POOL])
         if neighbors != self.neighbors:
             added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
             removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
@@ -336,7 +354,7 @@ class Agent:
         if pc is not None and pc.accept_default:
             rules = dataclasses.replace(rules, accept_default=True)
         accepted, rejected, over = select_imports(self.adj_in.get(peer, {}).values(), rules,
-                                                  pc.max_prefixes if pc else 0)
+                                                  pc.max_prefixes if pc else 0, self.cfg.node.asn)
         prev = self.accepted.get(peer, {})
         announce = tuple(p for pfx, p in accepted.items() if prev.get(pfx) is not p)
         withdraw = tuple(pfx for pfx in prev if pfx not in accepted)
@@ -461,6 +479,7 @@ class Agent:
                 self._dirty.set()
             if now >= next_resync:
                 next_resync = now + self.cfg.routing.resync_interval
+                self._full_resync = True  # re-check tunnel devices and NAT too, not only routes
                 self._dirty.set()  # a full read of the kernel repairs drift
                 try:
                     await self._sync_policy(force=True)
@@ -469,10 +488,11 @@ class Agent:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def desired_routes(self) -> set:
-        from bgpnet.ipip.plan import plan_routes
+    def desired_plan(self):
+        from bgpnet.ipip.dataplane import plan_dataplane
 
-        return plan_routes(self.rib.best(), self.prefixes, self.cfg.node.address)
+        best = self.rib.best() if self.rib is not None else {}
+        return plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu)
 
     async def _reconcile_loop(self) -> None:
         backoff = 0.5
@@ -484,9 +504,11 @@ class Agent:
             if not self.in_sync(loop.time()):
                 self._write_status()
                 continue
-            desired = self.desired_routes()
+            plan = self.desired_plan()
+            desired = set(plan.routes)
+            full, self._full_resync = self._full_resync, False
             try:
-                result = await asyncio.to_thread(self.route_table.apply, desired)
+                result = await asyncio.to_thread(self.dataplane.apply, plan, full)
             except Exception as e:  # fail static: the last good routes stay; retry with backoff
                 log.error("route apply failed, retrying in %.1fs: %s", backoff, e)
                 self.apply_errors = [str(e)]
@@ -580,12 +602,11 @@ def _peek_store(cfg: AgentConfig) -> list[Object]:
 
 
 def cmd_render_exabgp(args) -> int:
-    from bgpnet.speaker.render import render_exabgp_config
-    from bgpnet.speaker.speaker import relay_argv
+    from bgpnet.speaker.speaker import Speaker
 
     cfg = resolve(_load(args))
     neighbors = desired_neighbors(cfg, _peek_store(cfg), read_passwords(cfg))
-    print(render_exabgp_config(neighbors, relay_argv(Path(cfg.run_dir))), end="")
+    print(Speaker(Path(cfg.run_dir), lambda event: None, cfg.node.address.ip).render(neighbors), end="")
     return 0
 
 

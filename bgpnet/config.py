@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import socket
 import types
 import typing
@@ -33,7 +34,7 @@ def doc(text: str, default=dataclasses.MISSING, default_factory=dataclasses.MISS
 
 @dataclass(frozen=True)
 class NodeConfig:
-    name: str = doc("node name, unique in the cluster (default: the host name)", "")
+    name: str = doc("node name, unique in the cluster (default: $NODE_NAME, else the host name)", "")
     address: IPv4Interface | None = doc(
         "BGP address with prefix length, e.g. 10.0.0.1/24; the prefix defines the node's own L2 subnet", None
     )
@@ -274,7 +275,7 @@ def detect_address(interface: str) -> IPv4Interface:
 def resolve(cfg: AgentConfig) -> AgentConfig:
     """Fill in what is detected at run time: node name, BGP address, router id."""
     node = cfg.node
-    name = node.name or socket.gethostname()
+    name = node.name or os.environ.get("NODE_NAME") or socket.gethostname()
     address = node.address or detect_address(node.interface)
     router_id = node.router_id or address.ip
     node = dataclasses.replace(node, name=name, address=address, router_id=router_id)

@@ -52,15 +52,19 @@ def build_rules(pools: Iterable[IPv4Network], blocks: Iterable[IPv4Network], own
                        tuple(sorted(set(allow))), accept_default)
 
 
-def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0):
+def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0, local_asn: int = 0):
     """Split one peer's received paths (in arrival order) into accepted paths and rejected reasons.
 
-    With a `max_prefixes` limit, the first paths to arrive are kept and the rest rejected.
+    A path whose AS path already holds `local_asn` went round a loop (e.g. our own mesh's block
+    reflected back by a router) and is rejected. With a `max_prefixes` limit, the first paths to
+    arrive are kept and the rest rejected.
     Returns (accepted: dict prefix -> Path, rejected: dict prefix -> reason, over_limit: bool).
     """
     accepted, rejected, over = {}, {}, False
     for path in paths:
         reason = check_import(path.prefix, rules)
+        if reason is None and local_asn and local_asn in path.as_path:
+            reason = f"AS path {' '.join(map(str, path.as_path))} contains our AS {local_asn} (loop)"
         if reason is None and max_prefixes and len(accepted) >= max_prefixes:
             reason, over = f"max-prefixes limit {max_prefixes} reached", True
         if reason is None:

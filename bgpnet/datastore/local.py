@@ -35,9 +35,10 @@ class LocalDatastore(Datastore):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._tx() as db:
-            # executescript() would COMMIT our open transaction first; run the statements inside it instead
-            for stmt in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(stmt)
+            # One statement at a time: executescript() would commit our open transaction itself.
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    db.execute(stmt)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

@@ -65,3 +65,11 @@ def test_every_prefix_is_either_accepted_or_rejected_with_reason(raw):
     assert set(accepted) | set(rejected) == {p.prefix for p in paths}
     assert not set(accepted) & set(rejected)
     assert all(isinstance(r, str) and r for r in rejected.values())
+
+
+def test_as_path_loop_rejected():
+    looped = Path(N("10.244.2.0/26"), IPv4Address("10.0.0.1"), IPv4Address("10.0.0.1"), as_path=(65000, 64512))
+    fine = Path(N("10.244.3.0/26"), IPv4Address("10.0.0.1"), IPv4Address("10.0.0.1"), as_path=(65000, 64999))
+    accepted, rejected, _ = select_imports([looped, fine], RULES, local_asn=64512)
+    assert list(accepted) == [N("10.244.3.0/26")]
+    assert "contains our AS 64512 (loop)" in rejected[N("10.244.2.0/26")]

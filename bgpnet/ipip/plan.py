@@ -1,0 +1,137 @@
+"""Route planning (pure): best BGP paths + own blocks + encapsulation policy -> the kernel routes we want.
+
+Native next hops on the node's subnet, IPIP (`via NH dev tunl0 onlink`) or VXLAN (`via VTEP dev vxlan.bgpnet
+onlink`) across L3 boundaries, as Calico does; a blackhole covers each of our own blocks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from bgpnet.errors import ValidationError
+from bgpnet.model import NextHop, Path, Route
+
+log = logging.getLogger(__name__)
+
+ENCAPSULATIONS = ("none", "ipip", "vxlan")
+MODES = ("Always", "CrossSubnet", "Never")
+
+
+@dataclass(frozen=True)
+class EncapPolicy:
+    """How to reach destinations inside `pools` (empty = every destination); usually one per IP pool."""
+
+    encapsulation: str = "none"  # none | ipip | vxlan
+    mode: str = "Never"  # Always | CrossSubnet | Never
+    pools: tuple[IPv4Network, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.encapsulation not in ENCAPSULATIONS:
+            raise ValidationError(
+                f"unknown encapsulation {self.encapsulation!r} (expected one of {', '.join(ENCAPSULATIONS)})",
+                "encapsulation",
+            )
+        if self.mode not in MODES:
+            raise ValidationError(f"unknown mode {self.mode!r} (expected one of {', '.join(MODES)})", "mode")
+
+    def applies_to(self, dst: IPv4Network) -> int:
+        """-1 if not; otherwise the prefix length of the matching pool (0 for a catch-all policy)."""
+        if not self.pools:
+            return 0
+        best = -1
+        for pool in self.pools:
+            if dst.subnet_of(pool):
+                best = max(best, pool.prefixlen)
+        return best
+
+    @property
+    def encapsulates(self) -> bool:
+        return self.encapsulation != "none" and self.mode != "Never"
+
+
+@dataclass(frozen=True, order=True)
+class Vtep:
+    """A remote node's VXLAN endpoint: its underlay address (the BGP next hop), its vxlan device address
+    (taken from its block, as Calico does) and the device's MAC."""
+
+    node: IPv4Address
+    tunnel_address: IPv4Address
+    mac: str
+
+
+NATIVE = EncapPolicy()
+
+
+def policy_for(dst: IPv4Network, policies: Sequence[EncapPolicy]) -> EncapPolicy:
+    """The policy whose pool most specifically covers `dst`; a catch-all policy loses to any pool match;
+    ties go to the earlier policy. No match: native routing."""
+    chosen, chosen_len = NATIVE, -1
+    for p in policies:
+        n = p.applies_to(dst)
+        if n > chosen_len:
+            chosen, chosen_len = p, n
+    return chosen
+
+
+def hop_sort_key(nh: NextHop) -> tuple:
+    return (int(nh.gateway) if nh.gateway else -1, nh.dev or "", nh.onlink)
+
+
+def next_hop_for(
+    gateway: IPv4Address,
+    policy: EncapPolicy,
+    node_address: IPv4Interface,
+    tunnel_dev: str,
+    vxlan_dev: str,
+    vteps: Mapping[IPv4Address, Vtep],
+) -> NextHop | None:
+    """The kernel next hop to reach a peer node at `gateway`; None if it cannot be reached yet (no VTEP)."""
+    same_subnet = gateway in node_address.network
+    if not policy.encapsulates or (policy.mode == "CrossSubnet" and same_subnet):
+        return NextHop(gateway=gateway)
+    if policy.encapsulation == "ipip":
+        return NextHop(gateway=gateway, dev=tunnel_dev, onlink=True)
+    vtep = vteps.get(gateway)
+    if vtep is None:
+        # Calico waits for the remote VTEP too: a route without its neighbour entry would blackhole.
+        return None
+    return NextHop(gateway=vtep.tunnel_address, dev=vxlan_dev, onlink=True)
+
+
+def plan_routes(
+    best: Mapping[IPv4Network, Sequence[Path]],
+    own: Iterable[IPv4Network],
+    node_address: IPv4Interface,
+    policies: Sequence[EncapPolicy] = (),
+    tunnel_dev: str = "tunl0",
+    vxlan_dev: str = "vxlan.bgpnet",
+    vteps: Mapping[IPv4Address, Vtep] | None = None,
+) -> set[Route]:
+    """Kernel routes for our own blocks (blackholes) and the best paths (ECMP: one next hop per path).
+
+    A learned prefix equal to one of our blocks is never installed (our blackhole covers it); one strictly
+    inside our block (an address borrowed by another node, announced as a /32) is, since more specific wins.
+    Paths whose next hop is this node are skipped: a route via ourselves would loop.
+    """
+    vteps = vteps or {}
+    own_set = set(own)
+    routes: set[Route] = {Route(dst, kind="blackhole") for dst in own_set}
+    for dst, paths in best.items():
+        if dst in own_set:
+            continue
+        policy = policy_for(dst, policies)
+        hops: set[NextHop] = set()
+        for path in paths:
+            if path.next_hop == node_address.ip:
+                continue
+            nh = next_hop_for(path.next_hop, policy, node_address, tunnel_dev, vxlan_dev, vteps)
+            if nh is None:
+                log.info("no VTEP known for next hop %s yet; route %s waits", path.next_hop, dst)
+                continue
+            hops.add(nh)
+        if hops:
+            routes.add(Route(dst, tuple(sorted(hops, key=hop_sort_key))))
+    return routes

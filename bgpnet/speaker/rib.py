@@ -1,0 +1,139 @@
+"""Adj-RIB-In per peer and BGP best-path selection with multipath (pure)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from ipaddress import IPv4Address, IPv4Network
+
+from bgpnet.model import Path
+from bgpnet.speaker.messages import EndOfRib, Event, PeerDown, SpeakerShutdown, Update
+
+log = logging.getLogger(__name__)
+
+_ORIGIN_RANK = {"igp": 0, "egp": 1, "incomplete": 2}
+
+
+def _rank(p: Path) -> tuple:
+    """Lower is better. MED is compared between all paths, whatever the neighbour AS (like
+    `always-compare-med`): that keeps the order total, so the result never depends on arrival order."""
+    return (-p.local_pref, len(p.as_path), _ORIGIN_RANK.get(p.origin, 3), p.med, p.ibgp)
+
+
+def _tiebreak(p: Path) -> tuple:
+    return (p.next_hop, p.peer, p.as_path)
+
+
+def select_best(paths: Iterable[Path]) -> tuple[Path, ...]:
+    """The best paths of one prefix: every path equal to the best on local-pref, AS-path length, origin,
+    MED and eBGP-over-iBGP forms the ECMP set, sorted by next hop then peer. Empty input gives ()."""
+    paths = list(paths)
+    if not paths:
+        return ()
+    best = min(_rank(p) for p in paths)
+    return tuple(sorted((p for p in paths if _rank(p) == best), key=_tiebreak))
+
+
+class Rib:
+    """Paths received from each peer, with graceful-restart staleness.
+
+    On a session loss without NOTIFICATION (TCP gone, peer restarting) and `graceful_restart`, the
+    peer's paths stay but are marked stale until its End-of-RIB sweeps what it did not re-announce.
+    A NOTIFICATION, or graceful_restart=False, drops the peer's paths at once."""
+
+    def __init__(self, graceful_restart: bool = True):
+        self.graceful_restart = graceful_restart
+        self._in: dict[IPv4Address, dict[IPv4Network, Path]] = {}
+        self._stale: dict[IPv4Address, set[IPv4Network]] = {}
+        self._best: dict[IPv4Network, tuple[Path, ...]] = {}
+
+    # -- queries
+    def peers(self) -> set[IPv4Address]:
+        return {peer for peer, paths in self._in.items() if paths}
+
+    def counts(self) -> dict[IPv4Address, int]:
+        return {peer: len(paths) for peer, paths in self._in.items() if paths}
+
+    def stale_counts(self) -> dict[IPv4Address, int]:
+        return {peer: len(s) for peer, s in self._stale.items() if s}
+
+    def paths(self, peer: IPv4Address) -> dict[IPv4Network, Path]:
+        return dict(self._in.get(peer, {}))
+
+    def best(self) -> dict[IPv4Network, tuple[Path, ...]]:
+        return dict(self._best)
+
+    # -- changes; each returns the prefixes whose best paths changed
+    def apply(self, event: Event) -> set[IPv4Network]:
+        if isinstance(event, Update):
+            return self._update(event)
+        if isinstance(event, EndOfRib):
+            return self.sweep_stale(event.peer)
+        if isinstance(event, PeerDown):
+            if self.graceful_restart and not event.notification:
+                return self.mark_stale(event.peer)
+            return self.drop_peer(event.peer)
+        if isinstance(event, SpeakerShutdown):
+            return self.mark_stale() if self.graceful_restart else self.drop_all()
+        return set()
+
+    def _update(self, u: Update) -> set[IPv4Network]:
+        table = self._in.setdefault(u.peer, {})
+        stale = self._stale.get(u.peer, set())
+        touched: set[IPv4Network] = set()
+        for prefix in u.withdrawn:
+            if table.pop(prefix, None) is not None:
+                touched.add(prefix)
+            stale.discard(prefix)
+        for path in u.announced:
+            if path.peer != u.peer:
+                raise ValueError(f"path {path.prefix} from {path.peer} in an update from {u.peer}")
+            table[path.prefix] = path
+            stale.discard(path.prefix)
+            touched.add(path.prefix)
+        return self._reselect(touched)
+
+    def drop_peer(self, peer: IPv4Address) -> set[IPv4Network]:
+        table = self._in.pop(peer, {})
+        self._stale.pop(peer, None)
+        if table:
+            log.info("dropped %d paths from peer %s", len(table), peer)
+        return self._reselect(set(table))
+
+    def drop_all(self) -> set[IPv4Network]:
+        changed: set[IPv4Network] = set()
+        for peer in list(self._in):
+            changed |= self.drop_peer(peer)
+        return changed
+
+    def mark_stale(self, peer: IPv4Address | None = None) -> set[IPv4Network]:
+        """Keep the peer's (or every peer's) paths but mark them stale; best paths do not change."""
+        for p in [peer] if peer is not None else list(self._in):
+            table = self._in.get(p, {})
+            if table:
+                self._stale.setdefault(p, set()).update(table)
+                log.info("peer %s: %d paths kept as stale (graceful restart)", p, len(table))
+        return set()
+
+    def sweep_stale(self, peer: IPv4Address) -> set[IPv4Network]:
+        """Drop the peer's paths that are still stale (it did not re-announce them before its EOR)."""
+        stale = self._stale.pop(peer, set())
+        table = self._in.get(peer, {})
+        for prefix in stale:
+            table.pop(prefix, None)
+        if stale:
+            log.info("peer %s: swept %d stale paths", peer, len(stale))
+        return self._reselect(stale)
+
+    def _reselect(self, prefixes: set[IPv4Network]) -> set[IPv4Network]:
+        changed = set()
+        for prefix in prefixes:
+            candidates = [t[prefix] for t in self._in.values() if prefix in t]
+            new = select_best(candidates)
+            if new != self._best.get(prefix, ()):
+                changed.add(prefix)
+                if new:
+                    self._best[prefix] = new
+                else:
+                    self._best.pop(prefix, None)
+        return changed
