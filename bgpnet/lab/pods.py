@@ -4,8 +4,8 @@
 inside the node's namespace exactly as kubelet would: CNI_* environment with
 CNI_ARGS=K8S_POD_NAMESPACE=..;K8S_POD_NAME=.., and the network config on stdin. Labels and ports travel
 in the config's `args.bgpnet` ({"labels": {..}, "ports": [{name, port, protocol}]}), the CNI
-convention for plugin-specific arguments; the plugin writes them into the Pod record. The lab's
-layout (node namespace names, store path) is read from /run/bgpnet-lab/<lab>/state.json when present.
+convention for plugin-specific arguments; the plugin writes them into the Pod record. Node namespaces
+and the shared store file come from the running lab (bgpnet.lab.runner), or `<lab>-<node>` and --store.
 """
 
 from __future__ import annotations
@@ -25,41 +25,43 @@ from bgpnet.errors import BgpnetError, ConfigError
 
 log = logging.getLogger(__name__)
 
-LAB_RUN_DIR = Path("/run/bgpnet-lab")
 NETWORK_NAME = "bgpnet"
 
 
 # --------------------------------------------------------------------------------------- the lab's layout
 
-def lab_state(lab: str) -> dict:
-    path = LAB_RUN_DIR / lab / "state.json"
+def open_lab(lab: str):
+    """The running lab's record (bgpnet.lab.runner), or None when no such lab is up."""
+    from bgpnet.lab.runner import Lab, LabError
+
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
-    except (OSError, json.JSONDecodeError) as e:
-        raise BgpnetError(f"cannot read lab state {path}: {e}") from None
+        return Lab.open(lab)
+    except LabError:
+        return None
 
 
-def node_netns(lab: str, node: str, state: dict | None = None) -> str:
-    """The node's namespace: from the lab state if it names one, else `<lab>-<node>`."""
-    nodes = (state or {}).get("nodes") or {}
-    entry = nodes.get(node) if isinstance(nodes, dict) else None
-    if isinstance(entry, dict) and entry.get("netns"):
-        return entry["netns"]
+def node_netns(lab: str, node: str, running=None) -> str:
+    """The node's namespace as the lab recorded it, else `<lab>-<node>`."""
+    if running is not None and node in running.nodes:
+        return running.nodes[node].netns.name
     return f"{lab}-{node}"
 
 
-def store_path(lab: str, given: str | None, state: dict | None = None) -> str:
+def store_path(lab: str, given: str | None, running=None) -> str:
+    """--store if given, else the datastore file the lab's bgpnet agents share (from a node's config)."""
     if given:
         return given
-    state = state or {}
-    for key in ("store", "store_path"):
-        if state.get(key):
-            return state[key]
-    if isinstance(state.get("datastore"), dict) and state["datastore"].get("path"):
-        return state["datastore"]["path"]
-    return str(LAB_RUN_DIR / lab / "store.db")
+    if running is not None:
+        from bgpnet.config import load_config
+
+        for node in running.nodes.values():
+            if node.role == "bgpnet" and node.config:
+                ds = load_config(node.config).datastore
+                if ds.type == "local":
+                    return ds.path
+    from bgpnet.lab.runner import lab_root
+
+    return str(lab_root() / lab / "store.db")
 
 
 def pod_netns(lab: str, pod: str) -> str:
@@ -149,9 +151,9 @@ def add_pod(lab: str, node: str, pod: str, labels: dict | None = None, ports: li
     from bgpnet.datastore.local import LocalDatastore
     from bgpnet.lab.netns import Netns
 
-    state = lab_state(lab)
-    path = store_path(lab, store, state)
-    node_ns = node_netns(lab, node, state)
+    running = open_lab(lab)
+    path = store_path(lab, store, running)
+    node_ns = node_netns(lab, node, running)
     if not Netns(node_ns).exists():
         raise BgpnetError(f"node {node} of lab {lab} has no namespace {node_ns} (is the lab up?)")
     ds = LocalDatastore(path)
@@ -178,15 +180,15 @@ def del_pod(lab: str, pod: str, store: str | None = None) -> bool:
     from bgpnet.datastore.local import LocalDatastore
     from bgpnet.lab.netns import Netns
 
-    state = lab_state(lab)
-    path = store_path(lab, store, state)
+    running = open_lab(lab)
+    path = store_path(lab, store, running)
     rec = LocalDatastore(path).get(POD, pod)
     ns = Netns(pod_netns(lab, pod))
     if rec is None and not ns.exists():
         return False
     if rec is not None:
         node = rec.spec.get("node", "")
-        run_cni(node_netns(lab, node, state), "DEL", rec.spec.get("container_id", ""), f"/run/netns/{ns.name}",
+        run_cni(node_netns(lab, node, running), "DEL", rec.spec.get("container_id", ""), f"/run/netns/{ns.name}",
                 network_config(path, node), pod)
     ns.delete()
     return True
@@ -196,7 +198,7 @@ def list_pods(lab: str, store: str | None = None) -> list[dict]:
     from bgpnet.datastore.base import POD
     from bgpnet.datastore.local import LocalDatastore
 
-    path = store_path(lab, store, lab_state(lab))
+    path = store_path(lab, store, open_lab(lab))
     if not Path(path).exists():
         return []
     out = []

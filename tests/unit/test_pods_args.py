@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 
 from bgpnet.errors import ConfigError
@@ -29,12 +31,19 @@ def test_bad_arguments_are_named(fn, text, words):
         fn(text)
 
 
-def test_layout_defaults_and_lab_state():
+def test_layout_from_the_running_lab_or_defaults(tmp_path, monkeypatch):
+    monkeypatch.setenv("BGPNET_LAB_DIR", str(tmp_path / "labs"))
+    assert pods.open_lab("nolab") is None
     assert pods.node_netns("lab1", "n1") == "lab1-n1"
-    assert pods.node_netns("lab1", "n1", {"nodes": {"n1": {"netns": "x-n1"}}}) == "x-n1"
-    assert pods.store_path("lab1", None) == "/run/bgpnet-lab/lab1/store.db"
-    assert pods.store_path("lab1", None, {"datastore": {"path": "/tmp/s.db"}}) == "/tmp/s.db"
-    assert pods.store_path("lab1", "/x.db", {"store": "/tmp/s.db"}) == "/x.db"
+    assert pods.store_path("lab1", None) == str(tmp_path / "labs" / "lab1" / "store.db")
+    assert pods.store_path("lab1", "/x.db") == "/x.db"
+    conf = tmp_path / "n1.yaml"
+    conf.write_text("node: {name: n1, address: 10.0.0.11/24}\ndatastore: {type: local, path: /lab/ds/store.db}\n")
+    running = SimpleNamespace(nodes={
+        "tor": SimpleNamespace(role="frr", config="", netns=SimpleNamespace(name="x-tor")),
+        "n1": SimpleNamespace(role="bgpnet", config=str(conf), netns=SimpleNamespace(name="x-n1"))})
+    assert pods.node_netns("lab1", "n1", running) == "x-n1"
+    assert pods.store_path("lab1", None, running) == "/lab/ds/store.db"
     assert pods.pod_netns("lab1", "default/web") == "lab1-pod-default-web"
     conf = pods.network_config("/s.db", "n1", {"app": "web"}, [])
     assert conf["ipam"] == {"type": "bgpnet", "datastore": {"type": "local", "path": "/s.db"}, "node": "n1",
