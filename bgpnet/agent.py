@@ -187,6 +187,7 @@ class Agent:
         self._synced = False
         self._full_resync = True
         self.pools: list = []
+        self.tunnel_address: IPv4Address | None = None
         self.underlay_mtu = 1500
         self.dataplane = None
         self._restarting = False
@@ -224,6 +225,7 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
         await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
+        await asyncio.to_thread(self._seed_pools)
         self._passwords = read_passwords(self.cfg)
         await self._refresh_from_store(force=True)
         self.dataplane.check(self.desired_plan())  # e.g. an IPIP pool on a kernel without IPIP: stop now
@@ -312,6 +314,10 @@ class Agent:
         neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers)
         self.peer_configs = {p.address: p for p in peers}
         self.pools = pools_from_objects(objs[kinds.IP_POOL])
+        if self.tunnel_address is None and any(p.encapsulation != "none" and p.mode != "Never" for p in self.pools):
+            self.tunnel_address = await asyncio.to_thread(self._reserve_tunnel_address)
+            if self.tunnel_address is not None:
+                prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
         if neighbors != self.neighbors:
             added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
             removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
@@ -336,6 +342,29 @@ class Agent:
             for peer in list(self.adj_in):
                 self._import(peer)
         self._dirty.set()
+
+    def _seed_pools(self) -> None:
+        """Create the config file's pools that the datastore does not have yet (Calico's default pool)."""
+        from bgpnet.ipam import add_pool
+
+        for pool in self.cfg.pools:
+            if self.store.get(kinds.IP_POOL, pool.name) is not None:
+                continue
+            try:
+                add_pool(self.store, pool.name, pool.spec())
+            except BgpnetError as e:  # e.g. another node created it a moment ago, or it overlaps one
+                if self.store.get(kinds.IP_POOL, pool.name) is None:
+                    log.error("pool %s from %s not created: %s", pool.name, self.cfg.source, e)
+
+    def _reserve_tunnel_address(self) -> IPv4Address | None:
+        """The tunnel device's address, taken from IPAM like a pod's so no pod is ever given it."""
+        from bgpnet.ipam import auto_assign
+
+        try:
+            return auto_assign(self.store, self.cfg.node.name, f"tunnel-{self.cfg.node.name}")
+        except BgpnetError as e:
+            log.warning("no tunnel address from IPAM (%s): using the first address of the node's prefix", e)
+            return None
 
     def _forget_peer(self, peer: IPv4Address, drop: bool) -> None:
         """Clear what we received from `peer`; with `drop`, its routes go from the RIB too."""
@@ -463,8 +492,11 @@ class Agent:
             log.info("policy: %s", summary)
 
     async def _timer_loop(self) -> None:
+        from bgpnet.ipam import gc as ipam_gc
+
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + self.cfg.routing.resync_interval
+        next_gc = loop.time() + self.cfg.ipam.gc_interval
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
@@ -478,6 +510,12 @@ class Agent:
                     self._dirty.set()
             if not self._synced and self.in_sync(now):
                 self._dirty.set()
+            if self.cfg.ipam.gc_interval and now >= next_gc:
+                next_gc = now + self.cfg.ipam.gc_interval
+                try:
+                    await asyncio.to_thread(ipam_gc, self.store, self.cfg.node.name, self.cfg.ipam.release_grace)
+                except BgpnetError as e:
+                    log.warning("IPAM gc: %s", e)
             if now >= next_resync:
                 next_resync = now + self.cfg.routing.resync_interval
                 self._full_resync = True  # re-check tunnel devices and NAT too, not only routes
@@ -493,7 +531,8 @@ class Agent:
         from bgpnet.ipip.dataplane import plan_dataplane
 
         best = self.rib.best() if self.rib is not None else {}
-        return plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu)
+        return plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu,
+                              self.tunnel_address)
 
     async def _reconcile_loop(self) -> None:
         backoff = 0.5

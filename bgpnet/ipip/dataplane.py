@@ -10,7 +10,7 @@ import logging
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from bgpnet.errors import KernelFeatureMissing
 from bgpnet.ipip.nat import NatDriver, NatPlan, plan_nat
@@ -58,12 +58,15 @@ class DataplanePlan:
 
 
 def plan_dataplane(best: Mapping[IPv4Network, Sequence[Path]], own: Iterable[IPv4Network],
-                   node_address: IPv4Interface, pools: Sequence[Pool], underlay_mtu: int = 1500) -> DataplanePlan:
+                   node_address: IPv4Interface, pools: Sequence[Pool], underlay_mtu: int = 1500,
+                   tunnel_address: IPv4Address | None = None) -> DataplanePlan:
+    """`tunnel_address`: the tunnel devices' address, reserved in IPAM (default: first address of the
+    lowest own prefix, fine for static pod CIDRs that IPAM does not hand out)."""
     own = list(own)
     policies = [EncapPolicy(p.encapsulation, p.mode, (p.cidr,)) for p in pools]
     vteps = vteps_from_paths(best, node_address.ip) if any(p.encapsulation == "vxlan" for p in policies) else {}
     routes = plan_routes(best, own, node_address, policies, vteps=vteps)
-    tunnels = plan_tunnels(policies, node_address.ip, own, underlay_mtu, vteps)
+    tunnels = plan_tunnels(policies, node_address.ip, own, underlay_mtu, vteps, address=tunnel_address)
     nat = plan_nat((p.cidr, p.nat_outgoing) for p in pools)
     return DataplanePlan(frozenset(routes), tunnels, nat)
 
