@@ -24,6 +24,7 @@ from bgpnet.datastore import base as kinds
 from bgpnet.datastore.base import Datastore, Object, open_datastore
 from bgpnet.errors import BgpnetError, ConfigError
 from bgpnet.filters import ImportRules, build_rules, select_imports
+from bgpnet.ipip.dataplane import pools_from_objects
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,11 @@ class Agent:
         self._installed_by_dst: dict = {}  # destination -> Route as last written
         self._stop = asyncio.Event()
         self._synced = False
+        self._full_resync = True
+        self.pools: list = []
+        self.tunnel_address: IPv4Address | None = None
+        self.underlay_mtu = 1500
+        self.dataplane = None
         self._restarting = False
         self._sync_deadline = 0.0
         self._store_rev: dict[str, str] = {}
@@ -233,6 +239,7 @@ class Agent:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        from bgpnet.ipip.dataplane import Dataplane, underlay_mtu
         from bgpnet.ipip.kernel import RouteTable
         from bgpnet.speaker.rib import Rib
         from bgpnet.speaker.speaker import Speaker
@@ -242,6 +249,8 @@ class Agent:
         self._enable_forwarding()
         if self.route_table is None:
             self.route_table = RouteTable()
+        self.dataplane = Dataplane(self.route_table)
+        self.underlay_mtu = await asyncio.to_thread(underlay_mtu, self.cfg.node.address)
         self.rib = Rib()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -250,8 +259,10 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
         await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
+        await asyncio.to_thread(self._seed_pools)
         self._passwords = read_passwords(self.cfg)
         await self._refresh_from_store(force=True)
+        self.dataplane.check(self.desired_plan())  # e.g. an IPIP pool on a kernel without IPIP: stop now
 
         self._events: asyncio.Queue = asyncio.Queue()
         self.speaker = Speaker(self.run_dir, self._events.put_nowait, listen_address=self.cfg.node.address.ip,
@@ -336,6 +347,11 @@ class Agent:
             return
         neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers)
         self.peer_configs = {p.address: p for p in peers}
+        self.pools = pools_from_objects(objs[kinds.IP_POOL])
+        if self.tunnel_address is None and any(p.encapsulation != "none" and p.mode != "Never" for p in self.pools):
+            self.tunnel_address = await asyncio.to_thread(self._reserve_tunnel_address)
+            if self.tunnel_address is not None:
+                prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
         if neighbors != self.neighbors:
             added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
             removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
@@ -360,6 +376,29 @@ class Agent:
             for peer in list(self.adj_in):
                 self._import(peer)
         self._dirty.set()
+
+    def _seed_pools(self) -> None:
+        """Create the config file's pools that the datastore does not have yet (Calico's default pool)."""
+        from bgpnet.ipam import add_pool
+
+        for pool in self.cfg.pools:
+            if self.store.get(kinds.IP_POOL, pool.name) is not None:
+                continue
+            try:
+                add_pool(self.store, pool.name, pool.spec())
+            except BgpnetError as e:  # e.g. another node created it a moment ago, or it overlaps one
+                if self.store.get(kinds.IP_POOL, pool.name) is None:
+                    log.error("pool %s from %s not created: %s", pool.name, self.cfg.source, e)
+
+    def _reserve_tunnel_address(self) -> IPv4Address | None:
+        """The tunnel device's address, taken from IPAM like a pod's so no pod is ever given it."""
+        from bgpnet.ipam import auto_assign
+
+        try:
+            return auto_assign(self.store, self.cfg.node.name, f"tunnel-{self.cfg.node.name}")
+        except BgpnetError as e:
+            log.warning("no tunnel address from IPAM (%s): using the first address of the node's prefix", e)
+            return None
 
     def _forget_peer(self, peer: IPv4Address, drop: bool) -> None:
         """Clear what we received from `peer`; with `drop`, its routes go from the RIB too."""
@@ -523,13 +562,17 @@ class Agent:
             return
         rev = await asyncio.to_thread(self.store.revision, POLICY_KINDS)
         if force or rev != self._store_rev.get("policy"):
-            summary = await asyncio.to_thread(self.policy.sync)
+            # forced (the resync timer): re-read iptables too, so drift someone caused is repaired
+            summary = await asyncio.to_thread(self.policy.sync, True if force else None)
             self._store_rev["policy"] = rev
             log.info("policy: %s", summary)
 
     async def _timer_loop(self) -> None:
+        from bgpnet.ipam import gc as ipam_gc
+
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + self.cfg.routing.resync_interval
+        next_gc = loop.time() + self.cfg.ipam.gc_interval
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
@@ -545,8 +588,15 @@ class Agent:
                 self._dirty.set()
             if self._status_due:
                 self._write_status()
+            if self.cfg.ipam.gc_interval and now >= next_gc:
+                next_gc = now + self.cfg.ipam.gc_interval
+                try:
+                    await asyncio.to_thread(ipam_gc, self.store, self.cfg.node.name, self.cfg.ipam.release_grace)
+                except BgpnetError as e:
+                    log.warning("IPAM gc: %s", e)
             if now >= next_resync:
                 next_resync = now + self.cfg.routing.resync_interval
+                self._full_resync = True  # re-check tunnel devices and NAT too, not only routes
                 self._dirty.set()  # a full read of the kernel repairs drift
                 try:
                     await self._sync_policy(force=True)
@@ -555,24 +605,31 @@ class Agent:
 
     # -- output -----------------------------------------------------------------------------------
 
-    def desired_routes(self) -> set:
-        from bgpnet.ipip.plan import plan_routes
+    def desired_plan(self):
+        from bgpnet.ipip.dataplane import plan_dataplane
 
-        return plan_routes(self.rib.best(), self.prefixes, self.cfg.node.address)
+        best = self.rib.best() if self.rib is not None else {}
+        return plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu,
+                              self.tunnel_address)
 
     async def _apply_changes(self, changed: set):
         """Plan and write only the routes of `changed` prefixes (a burst of BGP updates): no full plan and
-        no kernel read, which cost ~0.1 s each at 10k routes. Full applies still run on every other change
-        and on the resync timer, which also repairs any drift."""
-        from bgpnet.ipip.plan import plan_routes
+        no kernel read, which cost ~0.1 s each at 10k routes. None when the change reaches beyond those
+        routes (tunnel devices, VXLAN neighbours, NAT): the caller then does the full apply. Full applies
+        also run on every other change and on the resync timer, which repairs any drift."""
+        from bgpnet.ipip.dataplane import plan_dataplane
 
         best = self.rib.best_of(changed)
-        planned = {r.dst: r for r in plan_routes(best, self.prefixes, self.cfg.node.address) if r.dst in changed}
-        own = set(self.prefixes)
+        sub = plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu,
+                             self.tunnel_address)
         have = self._installed_by_dst
+        planned = {r.dst: r for r in sub.routes if r.dst in changed}
         routes = [r for dst, r in planned.items() if have.get(dst) != r]
+        own = set(self.prefixes)
         removed = [dst for dst in changed if dst not in planned and dst not in own and dst in have]
-        result = await asyncio.to_thread(self.route_table.apply_changes, routes, removed, have)
+        result = await asyncio.to_thread(self.dataplane.apply_route_changes, sub, routes, removed, have)
+        if result is None:
+            return None
         failed = {r.dst for r, _ in result.errors}
         for dst in removed:
             if dst not in failed:
@@ -594,13 +651,15 @@ class Agent:
             if not self.in_sync(loop.time()):
                 self._write_status()
                 continue
+            full, self._full_resync = self._full_resync, False
             try:
-                if changed is not None and self.last_apply:
+                result = None
+                if changed is not None and self.last_apply and not full:
                     result = await self._apply_changes(changed)
-                else:
-                    desired = self.desired_routes()
-                    result = await asyncio.to_thread(self.route_table.apply, desired)
-                    self._installed_by_dst = {r.dst: r for r in desired}
+                if result is None:
+                    plan = self.desired_plan()
+                    result = await asyncio.to_thread(self.dataplane.apply, plan, full)
+                    self._installed_by_dst = {r.dst: r for r in plan.routes}
             except Exception as e:  # fail static: the last good routes stay; retry with backoff
                 log.error("route apply failed, retrying in %.1fs: %s", backoff, e)
                 self.apply_errors = [str(e)]

@@ -126,6 +126,43 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    name: str = doc("pool name")
+    cidr: IPv4Network = doc("the pool's addresses, e.g. 10.244.0.0/16")
+    block_size: int = doc("prefix length of the blocks nodes claim", 26)
+    encapsulation: str = doc("`none`, `ipip` or `vxlan` for traffic to this pool across L3 boundaries", "none")
+    mode: str = doc("`Always`, `CrossSubnet` or `Never` (default: Never without encapsulation, else Always)", "")
+    nat_outgoing: bool = doc("masquerade pod traffic from this pool to destinations outside every pool", False)
+    node_selector: str = doc("nodes that take blocks from this pool, e.g. `rack=r1` (default: all)", "")
+
+    def spec(self) -> dict:
+        out = {"cidr": str(self.cidr), "block_size": self.block_size, "encapsulation": self.encapsulation,
+               "nat_outgoing": self.nat_outgoing, "node_selector": self.node_selector}
+        if self.mode:
+            out["mode"] = self.mode
+        return out
+
+    def validate(self, where: str) -> None:
+        from bgpnet.ipam.block import Pool
+
+        try:
+            Pool.from_spec(self.name, self.spec())
+        except ConfigError as e:  # ValidationError is a ConfigError; re-anchor it on this file's field
+            raise ConfigError(e.message, f"{where}.{e.where.rsplit('.', 1)[-1]}") from None
+
+
+@dataclass(frozen=True)
+class IpamConfig:
+    gc_interval: float = doc("seconds between IPAM garbage collection passes on this node; 0 disables", 60.0)
+    release_grace: float = doc("seconds a block stays empty (and a handle without its pod) before it is freed",
+                               300.0)
+
+    def validate(self, where: str) -> None:
+        if self.gc_interval < 0 or self.release_grace < 0:
+            raise ConfigError("gc_interval and release_grace must be >= 0 seconds", where)
+
+
+@dataclass(frozen=True)
 class DatastoreConfig:
     type: str = doc("`local` (a SQLite file) or `kubernetes`", "local")
     path: str = doc("the local store's SQLite file", "/var/lib/bgpnet/store.db")
@@ -161,6 +198,9 @@ class AgentConfig:
     pod_cidrs: list[IPv4Network] = doc("the node's pod CIDRs to announce (static; IPAM adds its blocks)",
                                        default_factory=list)
     routing: RoutingConfig = doc("kernel route programming", default_factory=RoutingConfig)
+    ipam: IpamConfig = doc("pod address management on this node", default_factory=IpamConfig)
+    pools: list[PoolConfig] = doc("IP pools created in the datastore at start if absent (an existing pool "
+                                  "of the same name is left as it is)", default_factory=list)
     datastore: DatastoreConfig = doc("where cluster state lives", default_factory=DatastoreConfig)
     http: HttpConfig = doc("health and metrics endpoint", default_factory=HttpConfig)
     run_dir: str = doc("directory for the speaker's socket, generated config and pid files", "/run/bgpnet")

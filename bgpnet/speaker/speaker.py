@@ -45,7 +45,6 @@ BACKOFF_MIN = 0.5  # seconds before the first restart of a crashed ExaBGP
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 30.0  # an ExaBGP that ran this long resets the backoff
 STOP_TIMEOUT = 10.0
-RELOAD_RETRY = 1.0  # seconds without a reload confirmation before SIGUSR1 is sent again
 
 # ExaBGP 5.0.15's log lines (reactor/loop.py) at the end of a SIGUSR1 reload
 RELOAD_DONE = b"loaded new configuration successfully"
@@ -169,33 +168,31 @@ class Speaker:
             await self._reload()
         return True
 
-    async def _reload(self, timeout: float = 10.0, retry_after: float = RELOAD_RETRY) -> None:
+    async def _reload(self, timeout: float = 20.0) -> None:
         """SIGUSR1, then wait for ExaBGP's log to say the reload is done, so callers act on the new set.
 
-        ExaBGP 5.0.15 drops a SIGUSR1 that arrives while any peer still has updates queued (reactor/loop.py
-        `_pending_adjribout`: the signal is re-armed, not kept), e.g. just after a session came up and
-        was sent our routes: the signal is sent again until the reload is confirmed."""
+        ExaBGP drops a reload signal that arrives while updates are still queued for a peer, so an
+        unconfirmed reload is signalled again (after 1 s, 2 s, 4 s ...) until `timeout`.
+        """
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         deadline = time.monotonic() + timeout
-        signals = 0
+        retry = 1.0
         while time.monotonic() < deadline and self.pid:
             os.kill(self.pid, signal.SIGUSR1)
-            signals += 1
-            resend = min(deadline, time.monotonic() + retry_after)
-            while time.monotonic() < resend:
+            resend_at = min(time.monotonic() + retry, deadline)
+            while time.monotonic() < resend_at:
                 with open(self.log_path, "rb") as f:
                     f.seek(offset)
                     tail = f.read()
                 if RELOAD_DONE in tail:
-                    log.info("ExaBGP reloaded its configuration%s",
-                             f" (after {signals} SIGUSR1)" if signals > 1 else "")
+                    log.info("ExaBGP reloaded its configuration")
                     return
                 if RELOAD_FAILED in tail:
                     log.error("ExaBGP could not reload its configuration; see %s", self.log_path)
                     return
                 await asyncio.sleep(0.05)
-        log.warning("ExaBGP did not confirm the reload within %.0fs (%d SIGUSR1 sent); see %s", timeout,
-                    signals, self.log_path)
+            retry = min(retry * 2, 8.0)
+        log.warning("ExaBGP did not confirm the reload within %.0fs; see %s", timeout, self.log_path)
 
     def set_announcements(self, prefixes: dict[IPv4Network, dict]) -> None:
         """Desired exported routes (prefix -> attributes such as {'communities': ['65000:1']}).
