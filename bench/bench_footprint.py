@@ -22,6 +22,12 @@ from bench.bench_e2e import E2ELab
 from bench.common import idle_cpu_percent
 
 
+def process_name(pid: int) -> str:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    text = b" ".join(argv).decode(errors="replace")
+    return "exabgp" if "exabgp" in text else "relay" if "relay" in text else "agent-only"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prefixes", type=int, default=10000)
@@ -37,7 +43,10 @@ def main(argv: list[str] | None = None) -> int:
             lab.announce(who)
         time.sleep(3)  # let the agent finish logging/status writes after the last apply
         rss = {who: lab.rss(who) for who in ("ref", "agent")}
-        cpu = idle_cpu_percent({"ref": lambda: lab.pids("ref"), "agent": lambda: lab.pids("agent")}, args.idle)
+        parts = {"ref": lambda: lab.pids("ref"), "agent": lambda: lab.pids("agent")}
+        for pid in lab.pids("agent"):  # the agent's share apart from its ExaBGP's and the relay's
+            parts[process_name(pid)] = lambda pid=pid: [pid]
+        cpu = idle_cpu_percent(parts, args.idle)
         rss_after = {who: lab.rss(who) for who in ("ref", "agent")}
         counts = {who: w.count() for who, w in lab.watchers.items()}
     finally:
@@ -50,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  RSS:      BIRD 2 {rss['ref'] / 1024:.1f} MiB (empty {rss0['ref'] / 1024:.1f})   "
           f"agent+ExaBGP+relay {rss['agent'] / 1024:.1f} MiB (empty {rss0['agent'] / 1024:.1f})   "
           f"ratio {rss['agent'] / rss['ref']:.1f}x")
-    print(f"  idle CPU: BIRD 2 {cpu['ref']:.2f} %   agent+ExaBGP+relay {cpu['agent']:.2f} % of one core")
+    split = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items() if k not in ("ref", "agent"))
+    print(f"  idle CPU: BIRD 2 {cpu['ref']:.2f} %   agent+ExaBGP+relay {cpu['agent']:.2f} % of one core ({split})")
     print(json.dumps({
         "bench": "footprint", "prefixes": args.prefixes, "idle_s": args.idle,
         "rss_kib": rss, "rss_kib_empty": rss0, "rss_ratio": round(rss["agent"] / rss["ref"], 2),
