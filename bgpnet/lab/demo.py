@@ -429,8 +429,9 @@ class Demo:
         return p.returncode == 0, (p.stdout or p.stderr).strip()
 
     def expect(self, step: str, src: DemoPod, dst: DemoPod, allowed: bool, again: bool = False,
-               timeout: float = STEP_TIMEOUT) -> None:
+               timeout: float | None = None, hint: str = "") -> None:
         """Probe until the connection is `allowed` (or refused), print the line; fail the step at `timeout`."""
+        timeout = STEP_TIMEOUT if timeout is None else timeout
         deadline = time.monotonic() + timeout
         ok, text = self.connect(src, dst)
         while ok != allowed and time.monotonic() < deadline:
@@ -438,8 +439,9 @@ class Demo:
             ok, text = self.connect(src, dst)
         line = probe_line(src, dst, self.ip_of[dst.key], WEB_PORT, ok, text, again)
         if ok != allowed:
-            raise StepFailed(step, [f"expected {'allowed' if allowed else 'denied'} for {timeout:.0f}s, "
-                                    f"but still: {line}"], (src.node, dst.node))
+            raise StepFailed(step, [f"expected {'allowed' if allowed else 'denied'} within {timeout:.0f}s, "
+                                    f"but got: {line}"] + ([hint] if hint else []),
+                             () if hint else (src.node, dst.node))
         print(f"  {line}")
 
     def probe_pods(self) -> None:
@@ -477,13 +479,15 @@ class Demo:
     def policy(self) -> None:
         step = "Step 3 (NetworkPolicy)"
         web, client, other = self.pod("web"), self.pod("client"), self.pod("other")
-        rel = os.path.relpath(POLICY_FILE, DEFAULT_TOPOLOGY.parents[1])
+        root = DEFAULT_TOPOLOGY.parents[1]
+        rel = POLICY_FILE.relative_to(root) if POLICY_FILE.is_relative_to(root) else POLICY_FILE
         print(f"\n{step}: only app=client may reach app=web on TCP {WEB_PORT} ({rel})")
         for line in self.lab_objects(delete=False):
             print(f"  bgpnet lab apply {self.lab.name} -f {rel}: {line}")
         # the refused connection shows the nodes' iptables follow the policy; then the allowed one must hold
-        self.expect(step, other, web, allowed=False)
-        self.expect(step, client, web, allowed=True, timeout=0)
+        hint = self.policy_hint(web.node)
+        self.expect(step, other, web, allowed=False, hint=hint)
+        self.expect(step, client, web, allowed=True, timeout=0, hint=hint)
         argv, text = self.explain(other, web)
         if "DENIED" not in text.splitlines()[0]:
             raise StepFailed("Step 3 (policy explain)", [f"explain disagrees with the kernel (which refused "
@@ -496,7 +500,14 @@ class Demo:
         print(f"\n{step}: without the policy every pod may reach app=web again")
         for line in self.lab_objects(delete=True):
             print(f"  bgpnet lab delete {self.lab.name} -f {rel}: {line}")
-        self.expect(step, other, web, allowed=True, again=True)
+        self.expect(step, other, web, allowed=True, again=True, hint=self.policy_hint(web.node))
+
+    def policy_hint(self, node: str) -> str:
+        from bgpnet.lab.routers import package_root
+
+        return (f"{node}'s chains against what the datastore wants: PYTHONPATH={package_root()} bgpnet lab exec "
+                f"{self.lab.name} {node} -- {sys.executable} -m bgpnet policy show {node} --datastore "
+                f"{self.store_path}  (run with --keep; the agent logs policy applies in {self.lab.dir}/{node}/)")
 
     def remove_pods(self) -> None:
         from bgpnet.lab import pods
