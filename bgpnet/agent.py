@@ -121,16 +121,21 @@ def import_rules(cfg: AgentConfig, own: Iterable[IPv4Network], nodes: Iterable[O
 
 
 def read_passwords(cfg: AgentConfig, peers: Iterable[PeerConfig] | None = None) -> dict[IPv4Address, str]:
-    """TCP MD5 passwords from their files; an unreadable file is a config error naming the peer."""
+    """TCP MD5 passwords from their files (default: of the config file's peers that apply to this node);
+    an unreadable file is a config error naming the peer."""
     out = {}
-    for i, peer in enumerate(cfg.peers if peers is None else peers):
-        if not peer.password_file:
+    if peers is None:
+        peers = [p for p in cfg.peers if p.applies_to(cfg.node)]
+    for peer in peers:
+        if not peer.password_file or peer.address is None:
             continue
         try:
             out[peer.address] = Path(peer.password_file).read_text().strip()
         except OSError as e:
+            index = next((i for i, p in enumerate(cfg.peers) if p.address == peer.address), None)
+            where = f"peers[{index}].password_file" if index is not None else f"BGPPeer {peer.label} password_file"
             raise ConfigError(f"cannot read password file {peer.password_file}: {e.strerror}",
-                              f"{cfg.source}: peers[{i}].password_file") from None
+                              f"{cfg.source}: {where}") from None
     return out
 
 
@@ -351,6 +356,7 @@ class Agent:
         self.last_apply = ""
         self.apply_errors: list[str] = []
         self._dirty = asyncio.Event()
+        self._refresh_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._synced = False
         self._restarting = False
@@ -364,6 +370,8 @@ class Agent:
         self.exports: dict[IPv4Network, dict] = {}  # our prefixes with their attributes (communities)
         self.router_ids: dict[IPv4Address, IPv4Address] = {}  # node address -> router id (for reflection)
         self.reflected: dict[IPv4Address, dict] = {}
+        # peers torn down for too many prefixes: (loop time they may come back, why); left out of ExaBGP
+        self.held_down: dict[IPv4Address, tuple[float, str]] = {}
         self.adj_in: dict[IPv4Address, dict[IPv4Network, object]] = {}  # as received, before import policy
         self.accepted: dict[IPv4Address, dict[IPv4Network, object]] = {}
         self.rejected: dict[IPv4Address, dict[IPv4Network, str]] = {}
@@ -446,11 +454,12 @@ class Agent:
             return
         old, old_passwords = self.cfg, self._passwords
         self.cfg, self._passwords = new, passwords
+        held, self.held_down = self.held_down, {}  # the operator acted: max-prefixes hold-downs end
         try:
             await self._refresh_from_store(force=True)
         except BgpnetError as e:
             log.error("reload rejected, keeping the running config: %s", e)
-            self.cfg, self._passwords = old, old_passwords
+            self.cfg, self._passwords, self.held_down = old, old_passwords, held
             await self._refresh_from_store(force=True)
             return
         if node_record(new) != node_record(old):  # labels or route reflector role: the others re-peer
@@ -466,6 +475,11 @@ class Agent:
     # -- inputs -----------------------------------------------------------------------------------
 
     async def _refresh_from_store(self, force: bool = False) -> None:
+        # one refresh at a time: the store loop, reload and a max-prefixes teardown may overlap
+        async with self._refresh_lock:
+            await self._refresh(force)
+
+    async def _refresh(self, force: bool) -> None:
         rev = await asyncio.to_thread(self.store.revision, PEERING_KINDS)
         if not force and rev == self._peers_rev:
             return
@@ -484,10 +498,20 @@ class Agent:
             return
         sources: dict[IPv4Address, PeerConfig] = {}
         neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers, sources)
+        neighbors = [n for n in neighbors if n.address not in self.held_down]
         self.router_ids = {i.address: i.router_id for i in node_infos(objs[kinds.NODE], self.cfg.node.name)}
         if neighbors != self.neighbors and self.speaker is not None:
-            # first, since ExaBGP may refuse the new set (ConfigError): then nothing here changes either
-            await self.speaker.set_neighbors(neighbors)
+            # first, since ExaBGP may refuse the new set (ConfigError): then nothing here changes either.
+            # Status entries exist before, as sessions may come up while ExaBGP reloads.
+            fresh = [n.address for n in neighbors if n.address not in self.peer_status]
+            for n in neighbors:
+                self.peer_status.setdefault(n.address, PeerStatus(str(n.address), n.name, n.peer_asn))
+            try:
+                await self.speaker.set_neighbors(neighbors)
+            except BgpnetError:
+                for a in fresh:
+                    self.peer_status.pop(a, None)
+                raise
         changed_configs = {a for a in set(sources) | set(self.peer_configs)
                            if sources.get(a) != self.peer_configs.get(a)}
         self.peer_configs = sources
@@ -544,9 +568,14 @@ class Agent:
         self.accepted[peer], self.rejected[peer] = accepted, rejected
         if announce or withdraw:
             self.rib.apply(Update(peer, announce, withdraw))
-        if over and pc is not None and pc.max_prefixes_action == "teardown" and self.speaker is not None:
-            log.error("peer %s sent more than %d prefixes: closing the session", peer, pc.max_prefixes)
-            self.speaker.teardown(peer, f"max-prefixes {pc.max_prefixes} exceeded")
+        if over and pc is not None and pc.max_prefixes_action == "teardown" and self.speaker is not None \
+                and peer not in self.held_down:
+            reason = f"sent more than max_prefixes {pc.max_prefixes}: session closed"
+            log.error("peer %s %s; it stays down for %ds", peer, reason, pc.max_prefixes_restart)
+            self.speaker.teardown(peer, reason)
+            self.held_down[peer] = (asyncio.get_running_loop().time() + pc.max_prefixes_restart, reason)
+            # then take it out of ExaBGP, so it does not simply reconnect and flap
+            asyncio.ensure_future(self._refresh_from_store(force=True))
 
     async def _event_loop(self) -> None:
         while True:
@@ -647,6 +676,12 @@ class Agent:
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
+            expired = [p for p, (until, _) in self.held_down.items() if now >= until]
+            for peer in expired:
+                del self.held_down[peer]
+                log.info("peer %s: max-prefixes hold-down over; the session may come back", peer)
+            if expired:
+                await self._refresh_from_store(force=True)
             for peer, deadline in list(self.stale_deadline.items()):
                 if now >= deadline:
                     swept = self.rib.sweep_stale(peer)
@@ -733,13 +768,26 @@ class Agent:
             peers.append({
                 "address": st.address, "name": st.name, "asn": st.asn,
                 "type": "ibgp" if n.peer_asn == self.cfg.node.asn else "ebgp",
-                "state": st.state, "since": st.since, "last_error": st.last_error or hint,
+                "state": st.state, "since": st.since, "last_error": (f"{hint}; last event: {st.last_error}" if hint and st.last_error
+                                                              else hint or st.last_error),
                 "md5": bool(n.md5_password), "route_reflector_client": n.route_reflector_client,
                 "prefixes_received": len(self.adj_in.get(n.address, {})),
                 "prefixes_accepted": len(self.accepted.get(n.address, {})),
                 "prefixes_rejected": len(self.rejected.get(n.address, {})),
                 "rejected": {str(k): v for k, v in sorted(self.rejected.get(n.address, {}).items())[:20]},
             })
+        try:
+            loop_now = asyncio.get_running_loop().time()
+        except RuntimeError:  # the metrics thread has no loop; the time is only for display
+            loop_now = None
+        for address, (until, reason) in sorted(self.held_down.items()):
+            pc = self.peer_configs.get(address)
+            left = f" (back in {max(0, int(until - loop_now))}s)" if loop_now is not None else ""
+            peers.append({"address": str(address), "name": pc.label if pc else str(address),
+                          "asn": pc.asn if pc else 0, "state": "held-down", "since": now,
+                          "type": "ibgp" if pc and pc.asn == self.cfg.node.asn else "ebgp",
+                          "last_error": reason + left, "md5": False, "route_reflector_client": False,
+                          "prefixes_received": 0, "prefixes_accepted": 0, "prefixes_rejected": 0, "rejected": {}})
         return {
             "node": self.cfg.node.name, "address": str(self.cfg.node.address), "asn": self.cfg.node.asn,
             "state": state, "pid": os.getpid(), "in_sync": self._synced,

@@ -75,6 +75,8 @@ class PeerConfig:
     max_prefixes: int = doc("most prefixes accepted from this peer; 0 means no limit", 0)
     max_prefixes_action: str = doc("over the limit: `reject` further prefixes, or `teardown` the session",
                                    "reject")
+    max_prefixes_restart: int = doc("after a max-prefixes teardown, seconds the session stays down before it "
+                                    "may come back", 60)
     accept_default: bool = doc("accept a default route (0.0.0.0/0) from this peer", False)
 
     def validate(self, where: str) -> None:
@@ -95,6 +97,8 @@ class PeerConfig:
         if self.max_prefixes_action not in ("reject", "teardown"):
             raise ConfigError(f"max_prefixes_action must be `reject` or `teardown`, not {self.max_prefixes_action!r}",
                               f"{where}.max_prefixes_action")
+        if self.max_prefixes_restart < 1:
+            raise ConfigError("max_prefixes_restart must be >= 1 second", f"{where}.max_prefixes_restart")
         if self.multihop < 0 or self.multihop > 255:
             raise ConfigError("multihop must be 0..255", f"{where}.multihop")
         if self.asn and not 1 <= self.asn <= 4294967295:
