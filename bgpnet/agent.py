@@ -866,8 +866,12 @@ def read_status(run_dir: str) -> dict:
 def format_status(st: dict) -> str:
     lines = [f"node {st['node']} {st['address']} AS {st['asn']}: {st['state']}"
              f"{'' if st['in_sync'] else ' (waiting for end-of-RIB)'}",
-             f"announcing: {', '.join(st['announced']) or 'nothing'}", "",
-             f"{'PEER':<16} {'NAME':<12} {'AS':>10} {'TYPE':<5} {'STATE':<12} {'SINCE':>9} {'RCV/ACC/REJ':>13}  INFO"]
+             f"announcing: {', '.join(st['announced']) or 'nothing'}"]
+    if st.get("route_reflector_cluster_id"):
+        lines.append(f"route reflector, cluster id {st['route_reflector_cluster_id']}: reflecting "
+                     f"{st.get('reflected', 0)} paths")
+    lines += ["",
+              f"{'PEER':<16} {'NAME':<12} {'AS':>10} {'TYPE':<5} {'STATE':<12} {'SINCE':>9} {'RCV/ACC/REJ':>13}  INFO"]
     now = time.time()
     for p in st["peers"]:
         age = int(now - p["since"])

@@ -49,6 +49,7 @@ STOP_TIMEOUT = 10.0
 # ExaBGP 5.0.15's log lines (reactor/loop.py) at the end of a SIGUSR1 reload
 RELOAD_DONE = b"loaded new configuration successfully"
 RELOAD_FAILED = b"could not load/reload configuration"
+RELOAD_RESEND = 1.0  # seconds before a SIGUSR1 ExaBGP did not act on is sent again
 
 _MD5 = re.compile(r"(md5-password\s+)\S+")
 
@@ -175,7 +176,14 @@ class Speaker:
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         os.kill(self.pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
+        resend = time.monotonic() + RELOAD_RESEND
         while time.monotonic() < deadline:
+            if time.monotonic() >= resend and self.pid:
+                # ExaBGP 5.0.15 (reactor/loop.py) drops a SIGUSR1 that arrives while any established
+                # peer still has updates queued: it re-arms the signal, then skips the reload. Ask again.
+                log.info("ExaBGP has not reloaded yet (a busy adj-rib-out swallows the signal); signalling again")
+                os.kill(self.pid, signal.SIGUSR1)
+                resend = time.monotonic() + RELOAD_RESEND
             with open(self.log_path, "rb") as f:
                 f.seek(offset)
                 tail = f.read()

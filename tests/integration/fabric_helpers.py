@@ -70,11 +70,8 @@ def agent_proc(lab, node: str):
     return next(p for p in lab.node(node).procs if p.name == "bgpnet-agent" and p.alive())
 
 
-def restart_agent(lab, node: str, sig: int = signal.SIGUSR2, timeout: float = 20, pause: float = 0.0,
-                  during=None) -> None:
-    """Stop the node's agent with `sig`, wait until it is gone (calling `during()` meanwhile), stay down
-    `pause` seconds (still calling `during()`), start it again (recorded in the lab state)."""
-    n = lab.node(node)
+def stop_agent(lab, node: str, sig: int = signal.SIGTERM, timeout: float = 20, during=None) -> None:
+    """Signal the node's agent and wait until it is gone, calling `during()` meanwhile."""
     old = agent_proc(lab, node)
     os.kill(old.pid, sig)
     deadline = time.monotonic() + timeout
@@ -84,15 +81,28 @@ def restart_agent(lab, node: str, sig: int = signal.SIGUSR2, timeout: float = 20
         time.sleep(0.05)
     if old.alive():
         raise TimeoutError(f"{node}'s agent did not exit within {timeout}s")
+
+
+def start_agent(lab, node: str) -> None:
+    """Start the node's agent again on its config copy (recorded in the lab state, so `down` stops it)."""
+    n = lab.node(node)
+    handle = routers.start_agent(n.netns, n.config, n.run_dir, env=n.env)
+    lab._handles.append(handle)
+    n.procs.extend(handle.procs)
+    lab.save()
+
+
+def restart_agent(lab, node: str, sig: int = signal.SIGUSR2, timeout: float = 20, pause: float = 0.0,
+                  during=None) -> None:
+    """Stop the node's agent with `sig` (calling `during()` until it is gone and for `pause` seconds
+    more), then start it again."""
+    stop_agent(lab, node, sig, timeout, during)
     until = time.monotonic() + pause
     while time.monotonic() < until:
         if during:
             during()
         time.sleep(0.1)
-    handle = routers.start_agent(n.netns, n.config, n.run_dir, env=n.env)
-    lab._handles.append(handle)
-    n.procs.extend(handle.procs)
-    lab.save()
+    start_agent(lab, node)
 
 
 def reload(lab, node: str, edit) -> None:
