@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from bgpnet.datastore import base as kinds
+from bgpnet.datastore.local import LocalDatastore
 from bgpnet.lab.demo import Demo
 from bgpnet.lab.netns import unique_prefix, wait_for
 from bgpnet.lab.probe import tcp_probe
@@ -58,7 +60,8 @@ def test_pods_reach_each_other_across_racks(lab):
     for src, dst in (("r1n1", "r2n1"), ("r2n1", "r1n2"), ("r1n2", "r1n1")):
         ok, text = probe(lab, src, dst)
         assert ok, f"{src} -> {dst}: {text}"
-    # inside the rack the mesh gives the direct route; across racks both ToRs
+    # t1b enforces GTSM (ttl-security hops 1): its sessions being up proves the nodes send with TTL 255.
+    # Inside the rack the mesh gives the direct route; across racks both ToRs
     assert next_hops(lab, "r1n1", "10.244.2.0/24") == {"10.1.0.12"}
     st = status(lab, "r1n1")
     assert {p["name"]: p["state"] for p in st["peers"]} == {"t1a": "established", "t1b": "established",
@@ -86,6 +89,22 @@ def test_junk_from_a_tor_is_filtered_and_counted(lab):
     metrics = lab.exec("r1n1", "curl", "-sf", "http://127.0.0.1:9645/metrics")
     line = next(x for x in metrics.splitlines() if x.startswith("bgpnet_peer_prefixes_rejected") and "t1a" in x)
     assert float(line.split()[-1]) == t1a["prefixes_rejected"]
+
+
+def test_pool_communities_are_exported_with_the_nodes_blocks(lab):
+    store = LocalDatastore(lab.dir / "datastore" / "store.db")
+    store.put(kinds.IP_POOL, "rack-pods", {"cidr": "10.244.0.0/16", "communities": ["64601:100"],
+                                           "large_communities": ["64601:1:2"]})
+
+    def seen_by_t1a():
+        data = lab.frr("t1a").vtysh_json("show bgp ipv4 unicast 10.244.1.0/24 json")
+        return [(p.get("community", {}).get("string"), p.get("largeCommunity", {}).get("string"))
+                for p in data.get("paths", [])]
+    wait_for(lambda: ("64601:100", "64601:1:2") in seen_by_t1a(), timeout=30,
+             what="t1a to receive r1n1's block with the pool's communities")
+    # the pool also joins the import rules: the junk stays rejected, the blocks stay accepted
+    assert "10.244.3.192/27" in peer(lab, "r2n1", "t2a")["rejected"]
+    assert next_hops(lab, "r1n1", "10.244.3.0/24") == {"10.1.0.2", "10.1.0.3"}
 
 
 def test_agent_restart_loses_no_probe_and_keeps_routes(lab):
