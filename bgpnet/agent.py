@@ -23,6 +23,7 @@ from bgpnet.datastore import base as kinds
 from bgpnet.datastore.base import Datastore, Object, open_datastore
 from bgpnet.errors import BgpnetError, ConfigError
 from bgpnet.filters import ImportRules, build_rules, select_imports
+from bgpnet.ipip.dataplane import pools_from_objects
 
 log = logging.getLogger(__name__)
 
@@ -359,6 +360,11 @@ class Agent:
         self._refresh_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._synced = False
+        self._full_resync = True
+        self.pools: list = []
+        self.tunnel_address: IPv4Address | None = None
+        self.underlay_mtu = 1500
+        self.dataplane = None
         self._restarting = False
         self._sync_deadline = 0.0
         self._store_rev: dict[str, str] = {}
@@ -379,6 +385,7 @@ class Agent:
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
+        from bgpnet.ipip.dataplane import Dataplane, underlay_mtu
         from bgpnet.ipip.kernel import RouteTable
         from bgpnet.speaker.rib import Rib
         from bgpnet.speaker.speaker import Speaker
@@ -388,6 +395,8 @@ class Agent:
         self._enable_forwarding()
         if self.route_table is None:
             self.route_table = RouteTable()
+        self.dataplane = Dataplane(self.route_table)
+        self.underlay_mtu = await asyncio.to_thread(underlay_mtu, self.cfg.node.address)
         self.rib = Rib()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -396,8 +405,10 @@ class Agent:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
         await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
+        await asyncio.to_thread(self._seed_pools)
         self._passwords = read_passwords(self.cfg)
         await self._refresh_from_store(force=True)
+        self.dataplane.check(self.desired_plan())  # e.g. an IPIP pool on a kernel without IPIP: stop now
 
         self._events: asyncio.Queue = asyncio.Queue()
         self.speaker = Speaker(self.run_dir, self._events.put_nowait, listen_address=self.cfg.node.address.ip,
@@ -500,6 +511,11 @@ class Agent:
         neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers, sources)
         neighbors = [n for n in neighbors if n.address not in self.held_down]
         self.router_ids = {i.address: i.router_id for i in node_infos(objs[kinds.NODE], self.cfg.node.name)}
+        self.pools = pools_from_objects(objs[kinds.IP_POOL])
+        if self.tunnel_address is None and any(p.encapsulation != "none" and p.mode != "Never" for p in self.pools):
+            self.tunnel_address = await asyncio.to_thread(self._reserve_tunnel_address)
+            if self.tunnel_address is not None:
+                prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
         if neighbors != self.neighbors and self.speaker is not None:
             # first, since ExaBGP may refuse the new set (ConfigError): then nothing here changes either.
             # Status entries exist before, as sessions may come up while ExaBGP reloads.
@@ -539,6 +555,29 @@ class Agent:
         for peer in sorted(changed_configs & set(self.adj_in)):  # e.g. a reloaded max_prefixes
             self._import(peer)
         self._dirty.set()
+
+    def _seed_pools(self) -> None:
+        """Create the config file's pools that the datastore does not have yet (Calico's default pool)."""
+        from bgpnet.ipam import add_pool
+
+        for pool in self.cfg.pools:
+            if self.store.get(kinds.IP_POOL, pool.name) is not None:
+                continue
+            try:
+                add_pool(self.store, pool.name, pool.spec())
+            except BgpnetError as e:  # e.g. another node created it a moment ago, or it overlaps one
+                if self.store.get(kinds.IP_POOL, pool.name) is None:
+                    log.error("pool %s from %s not created: %s", pool.name, self.cfg.source, e)
+
+    def _reserve_tunnel_address(self) -> IPv4Address | None:
+        """The tunnel device's address, taken from IPAM like a pod's so no pod is ever given it."""
+        from bgpnet.ipam import auto_assign
+
+        try:
+            return auto_assign(self.store, self.cfg.node.name, f"tunnel-{self.cfg.node.name}")
+        except BgpnetError as e:
+            log.warning("no tunnel address from IPAM (%s): using the first address of the node's prefix", e)
+            return None
 
     def _forget_peer(self, peer: IPv4Address, drop: bool) -> None:
         """Clear what we received from `peer`; with `drop`, its routes go from the RIB too."""
@@ -666,13 +705,17 @@ class Agent:
             return
         rev = await asyncio.to_thread(self.store.revision, POLICY_KINDS)
         if force or rev != self._store_rev.get("policy"):
-            summary = await asyncio.to_thread(self.policy.sync)
+            # forced (the resync timer): re-read iptables too, so drift someone caused is repaired
+            summary = await asyncio.to_thread(self.policy.sync, True if force else None)
             self._store_rev["policy"] = rev
             log.info("policy: %s", summary)
 
     async def _timer_loop(self) -> None:
+        from bgpnet.ipam import gc as ipam_gc
+
         loop = asyncio.get_running_loop()
         next_resync = loop.time() + self.cfg.routing.resync_interval
+        next_gc = loop.time() + self.cfg.ipam.gc_interval
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
@@ -692,8 +735,15 @@ class Agent:
                     self._dirty.set()
             if not self._synced and self.in_sync(now):
                 self._dirty.set()
+            if self.cfg.ipam.gc_interval and now >= next_gc:
+                next_gc = now + self.cfg.ipam.gc_interval
+                try:
+                    await asyncio.to_thread(ipam_gc, self.store, self.cfg.node.name, self.cfg.ipam.release_grace)
+                except BgpnetError as e:
+                    log.warning("IPAM gc: %s", e)
             if now >= next_resync:
                 next_resync = now + self.cfg.routing.resync_interval
+                self._full_resync = True  # re-check tunnel devices and NAT too, not only routes
                 self._dirty.set()  # a full read of the kernel repairs drift
                 try:
                     await self._sync_policy(force=True)
@@ -713,10 +763,12 @@ class Agent:
             self.speaker.set_peer_routes(reflected)
             log.info("reflecting %d paths to %d neighbours", sum(map(len, reflected.values())), len(reflected))
 
-    def desired_routes(self) -> set:
-        from bgpnet.ipip.plan import plan_routes
+    def desired_plan(self):
+        from bgpnet.ipip.dataplane import plan_dataplane
 
-        return plan_routes(self.rib.best(), self.prefixes, self.cfg.node.address)
+        best = self.rib.best() if self.rib is not None else {}
+        return plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu,
+                              self.tunnel_address)
 
     async def _reconcile_loop(self) -> None:
         backoff = 0.5
@@ -729,9 +781,11 @@ class Agent:
             if not self.in_sync(loop.time()):
                 self._write_status()
                 continue
-            desired = self.desired_routes()
+            plan = self.desired_plan()
+            desired = set(plan.routes)
+            full, self._full_resync = self._full_resync, False
             try:
-                result = await asyncio.to_thread(self.route_table.apply, desired)
+                result = await asyncio.to_thread(self.dataplane.apply, plan, full)
             except Exception as e:  # fail static: the last good routes stay; retry with backoff
                 log.error("route apply failed, retrying in %.1fs: %s", backoff, e)
                 self.apply_errors = [str(e)]

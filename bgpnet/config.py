@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 import socket
 import types
 import typing
@@ -33,7 +34,7 @@ def doc(text: str, default=dataclasses.MISSING, default_factory=dataclasses.MISS
 
 @dataclass(frozen=True)
 class NodeConfig:
-    name: str = doc("node name, unique in the cluster (default: the host name)", "")
+    name: str = doc("node name, unique in the cluster (default: $NODE_NAME, else the host name)", "")
     address: IPv4Interface | None = doc(
         "BGP address with prefix length, e.g. 10.0.0.1/24; the prefix defines the node's own L2 subnet", None
     )
@@ -161,6 +162,43 @@ class RoutingConfig:
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    name: str = doc("pool name")
+    cidr: IPv4Network = doc("the pool's addresses, e.g. 10.244.0.0/16")
+    block_size: int = doc("prefix length of the blocks nodes claim", 26)
+    encapsulation: str = doc("`none`, `ipip` or `vxlan` for traffic to this pool across L3 boundaries", "none")
+    mode: str = doc("`Always`, `CrossSubnet` or `Never` (default: Never without encapsulation, else Always)", "")
+    nat_outgoing: bool = doc("masquerade pod traffic from this pool to destinations outside every pool", False)
+    node_selector: str = doc("nodes that take blocks from this pool, e.g. `rack=r1` (default: all)", "")
+
+    def spec(self) -> dict:
+        out = {"cidr": str(self.cidr), "block_size": self.block_size, "encapsulation": self.encapsulation,
+               "nat_outgoing": self.nat_outgoing, "node_selector": self.node_selector}
+        if self.mode:
+            out["mode"] = self.mode
+        return out
+
+    def validate(self, where: str) -> None:
+        from bgpnet.ipam.block import Pool
+
+        try:
+            Pool.from_spec(self.name, self.spec())
+        except ConfigError as e:  # ValidationError is a ConfigError; re-anchor it on this file's field
+            raise ConfigError(e.message, f"{where}.{e.where.rsplit('.', 1)[-1]}") from None
+
+
+@dataclass(frozen=True)
+class IpamConfig:
+    gc_interval: float = doc("seconds between IPAM garbage collection passes on this node; 0 disables", 60.0)
+    release_grace: float = doc("seconds a block stays empty (and a handle without its pod) before it is freed",
+                               300.0)
+
+    def validate(self, where: str) -> None:
+        if self.gc_interval < 0 or self.release_grace < 0:
+            raise ConfigError("gc_interval and release_grace must be >= 0 seconds", where)
+
+
+@dataclass(frozen=True)
 class DatastoreConfig:
     type: str = doc("`local` (a SQLite file) or `kubernetes`", "local")
     path: str = doc("the local store's SQLite file", "/var/lib/bgpnet/store.db")
@@ -196,6 +234,9 @@ class AgentConfig:
     pod_cidrs: list[IPv4Network] = doc("the node's pod CIDRs to announce (static; IPAM adds its blocks)",
                                        default_factory=list)
     routing: RoutingConfig = doc("kernel route programming", default_factory=RoutingConfig)
+    ipam: IpamConfig = doc("pod address management on this node", default_factory=IpamConfig)
+    pools: list[PoolConfig] = doc("IP pools created in the datastore at start if absent (an existing pool "
+                                  "of the same name is left as it is)", default_factory=list)
     datastore: DatastoreConfig = doc("where cluster state lives", default_factory=DatastoreConfig)
     http: HttpConfig = doc("health and metrics endpoint", default_factory=HttpConfig)
     run_dir: str = doc("directory for the speaker's socket, generated config and pid files", "/run/bgpnet")
@@ -312,7 +353,7 @@ def detect_address(interface: str) -> IPv4Interface:
 def resolve(cfg: AgentConfig) -> AgentConfig:
     """Fill in what is detected at run time: node name, BGP address, router id."""
     node = cfg.node
-    name = node.name or socket.gethostname()
+    name = node.name or os.environ.get("NODE_NAME") or socket.gethostname()
     address = node.address or detect_address(node.interface)
     router_id = node.router_id or address.ip
     node = dataclasses.replace(node, name=name, address=address, router_id=router_id)

@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from bgpnet import RTPROT_BGPNET
-from bgpnet.ipip.netlink import RTNH_F_ONLINK, BulkWriter, dump_routes, open_socket
+from bgpnet.ipip.netlink import RTNH_F_ONLINK, BulkWriter, dump_routes, enable_strict_dumps, open_socket
 from bgpnet.ipip.plan import hop_sort_key
 from bgpnet.model import NextHop, Route
 
@@ -71,7 +71,11 @@ class Change:
 
 
 class RouteTable:
-    """Our routes in one kernel routing table, in the current network namespace (or `netns`, for tests)."""
+    """Our routes in one kernel routing table, in the current network namespace (or `netns`, for tests).
+
+    Reads are raw netlink dumps; `bulk_threshold` or more changes go out as hand-packed netlink batches,
+    fewer one by one through pyroute2.
+    """
 
     def __init__(
         self,
@@ -86,6 +90,7 @@ class RouteTable:
         self.bulk_threshold = bulk_threshold
         self._ipr: IPRoute | None = None
         self._sock: socket.socket | None = None
+        self._strict = False
         self._bulk: BulkWriter | None = None
 
     # -- plumbing
@@ -99,6 +104,7 @@ class RouteTable:
     def sock(self) -> socket.socket:
         if self._sock is None:
             self._sock = open_socket(self.netns)
+            self._strict = enable_strict_dumps(self._sock)
         return self._sock
 
     @property
@@ -131,7 +137,9 @@ class RouteTable:
         ours: dict[IPv4Network, Route] = {}
         foreign: set[IPv4Network] = set()
         names: dict[int, str] = {}
-        for table, proto, rtype, _flags, dst, dst_len, prio, hops in dump_routes(self.sock):
+        for table, proto, rtype, _flags, dst, dst_len, prio, hops in dump_routes(
+            self.sock, self.table if self._strict else None
+        ):
             if table != self.table:
                 continue
             net = IPv4Network((dst, dst_len))
@@ -157,9 +165,17 @@ class RouteTable:
     def apply(self, desired: Iterable[Route]) -> ApplyResult:
         """Make our routes equal `desired`: replace new/changed ones, delete ours that are not wanted.
 
-        Per-route errors are collected in the result; the other routes are still applied.
+        Per-route errors are collected in the result; the other routes are still applied. Two desired
+        routes for one destination are a caller bug: ValueError, before anything is written.
         """
-        want = {r.dst: canonical(r, self.table) for r in desired}
+        want: dict[IPv4Network, Route] = {}
+        for r in desired:
+            r = canonical(r, self.table)
+            prev = want.setdefault(r.dst, r)
+            if prev is not r and prev != r:
+                raise ValueError(
+                    f"two desired routes for {r.dst}: {want[r.dst].describe()!r} and {r.describe()!r}"
+                )
         have, foreign = self._dump()
         result = ApplyResult()
         changes: list[Change] = []

@@ -41,6 +41,24 @@ def register(sub) -> None:
     ls = lab.add_parser("list", help="labs that are up")
     ls.set_defaults(func=cmd_list)
 
+    from bgpnet.lab.pods import register_pod_commands
+
+    register_pod_commands(lab)
+    for verb in ("apply", "delete"):
+        ap = lab.add_parser(verb, help=f"{verb} Kubernetes objects (Namespace, NetworkPolicy, ...) in a lab's datastore")
+        ap.add_argument("name")
+        ap.add_argument("-f", "--filename", required=True, help="YAML file (several documents allowed)")
+        ap.set_defaults(func=cmd_apply, delete=verb == "delete")
+
+
+def cmd_apply(args) -> int:
+    from bgpnet.felix.objects import lab_apply
+    from bgpnet.lab.pods import open_lab, store_path
+
+    for line in lab_apply(store_path(args.name, None, open_lab(args.name)), args.filename, delete=args.delete):
+        print(line)
+    return 0
+
 
 def _require_root() -> None:
     if os.geteuid() != 0:

@@ -49,7 +49,6 @@ STOP_TIMEOUT = 10.0
 # ExaBGP 5.0.15's log lines (reactor/loop.py) at the end of a SIGUSR1 reload
 RELOAD_DONE = b"loaded new configuration successfully"
 RELOAD_FAILED = b"could not load/reload configuration"
-RELOAD_RESEND = 1.0  # seconds before a SIGUSR1 ExaBGP did not act on is sent again
 
 _MD5 = re.compile(r"(md5-password\s+)\S+")
 
@@ -171,29 +170,30 @@ class Speaker:
             await self._reload()
         return True
 
-    async def _reload(self, timeout: float = 10.0) -> None:
-        """SIGUSR1, then wait for ExaBGP's log to say the reload is done, so callers act on the new set."""
+    async def _reload(self, timeout: float = 20.0) -> None:
+        """SIGUSR1, then wait for ExaBGP's log to say the reload is done, so callers act on the new set.
+
+        ExaBGP drops a reload signal that arrives while updates are still queued for a peer, so an
+        unconfirmed reload is signalled again (after 1 s, 2 s, 4 s ...) until `timeout`.
+        """
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        os.kill(self.pid, signal.SIGUSR1)
         deadline = time.monotonic() + timeout
-        resend = time.monotonic() + RELOAD_RESEND
-        while time.monotonic() < deadline:
-            if time.monotonic() >= resend and self.pid:
-                # ExaBGP 5.0.15 (reactor/loop.py) drops a SIGUSR1 that arrives while any established
-                # peer still has updates queued: it re-arms the signal, then skips the reload. Ask again.
-                log.info("ExaBGP has not reloaded yet (a busy adj-rib-out swallows the signal); signalling again")
-                os.kill(self.pid, signal.SIGUSR1)
-                resend = time.monotonic() + RELOAD_RESEND
-            with open(self.log_path, "rb") as f:
-                f.seek(offset)
-                tail = f.read()
-            if RELOAD_DONE in tail:
-                log.info("ExaBGP reloaded its configuration")
-                return
-            if RELOAD_FAILED in tail:
-                log.error("ExaBGP could not reload its configuration; see %s", self.log_path)
-                return
-            await asyncio.sleep(0.05)
+        retry = 1.0
+        while time.monotonic() < deadline and self.pid:
+            os.kill(self.pid, signal.SIGUSR1)
+            resend_at = min(time.monotonic() + retry, deadline)
+            while time.monotonic() < resend_at:
+                with open(self.log_path, "rb") as f:
+                    f.seek(offset)
+                    tail = f.read()
+                if RELOAD_DONE in tail:
+                    log.info("ExaBGP reloaded its configuration")
+                    return
+                if RELOAD_FAILED in tail:
+                    log.error("ExaBGP could not reload its configuration; see %s", self.log_path)
+                    return
+                await asyncio.sleep(0.05)
+            retry = min(retry * 2, 8.0)
         log.warning("ExaBGP did not confirm the reload within %.0fs; see %s", timeout, self.log_path)
 
     def set_announcements(self, prefixes: dict[IPv4Network, dict]) -> None:

@@ -94,3 +94,22 @@ def test_stopped_agent_routes_are_withdrawn_everywhere(mesh):
     assert "10.244.3.0/24" not in frr.get("routes", {})
     # the stopped node keeps forwarding on what it had (fail static) until its next start
     assert has_route(lab, "n3", "10.244.1.0/24")
+
+
+def test_neighbour_changes_apply_while_a_router_is_down(mesh):
+    """ExaBGP defers reloads while a peer has queued routes; a down router must not block a node joining."""
+    lab, _ = mesh
+    for proc in lab.node("tor").procs:
+        os.kill(proc.pid, signal.SIGTERM)  # FRR sends a Cease and is gone; the nodes keep trying it
+    wait_for(lambda: any(p["address"] == "10.0.0.1" and p["state"] != "established" for p in status(lab, "n1")["peers"]),
+             timeout=60, what="n1 to notice the router is gone")
+    log = lab.node("n1").run_dir / "exabgp.log"
+    loaded_before = log.read_text().count("loaded new configuration successfully")
+    from bgpnet.datastore.local import LocalDatastore
+
+    store = LocalDatastore(Demo(lab).configs["n1"].datastore.path)
+    store.put("Node", "n9", {"address": "10.0.0.19/24", "asn": 64512, "router_id": "10.0.0.19"})
+    wait_for(lambda: log.read_text().count("loaded new configuration successfully") > loaded_before, timeout=40,
+             what="n1's ExaBGP to load the config with the new node n9 while the router is down")
+    assert "neighbor 10.0.0.19 {" in (lab.node("n1").run_dir / "exabgp.conf").read_text()
+    assert any(p["address"] == "10.0.0.19" for p in status(lab, "n1")["peers"])

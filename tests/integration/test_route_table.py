@@ -141,3 +141,28 @@ def test_bulk_path_installs_exactly_the_desired_set_and_maps_errors_across_batch
         assert rt.read() == moved | kept
         assert rt.apply(set()).removed == len(good)
         assert routes_text(node).strip() == ""
+
+
+def test_tables_are_separate(node, table_opts):
+    ours_main = Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.11")),))
+    ours_100 = Route(N("10.244.3.0/26"), (NextHop(A("192.168.1.12")),), table=100)
+    with (
+        RouteTable(netns=node.name, **table_opts) as main,
+        RouteTable(netns=node.name, table=100, **table_opts) as t100,
+    ):
+        assert main.apply({ours_main}).added == 1
+        assert t100.apply({ours_100}).added == 1
+        assert t100.read() == {ours_100} and main.read() == {ours_main}
+        assert t100.apply(set()).removed == 1
+        assert main.read() == {ours_main}
+    assert "10.244.3.0/26" not in node.run("ip", "route", "show", "table", "100")
+
+
+def test_two_routes_for_one_destination_change_nothing(node):
+    with RouteTable(netns=node.name) as rt:
+        a = Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.11")),))
+        b = Route(N("10.244.2.0/26"), (NextHop(A("192.168.1.12")),))
+        c = Route(N("10.244.3.0/26"), kind="blackhole")
+        with pytest.raises(ValueError, match="two desired routes for 10.244.2.0/26"):
+            rt.apply([c, a, b])
+        assert rt.read() == set()

@@ -81,3 +81,14 @@ def test_config_check_cli(tmp_path, capsys):
     assert main(["config", "check", str(bad)]) == 2
     err = capsys.readouterr().err
     assert f"{bad}: bgp.port: port 0 is out of range" in err
+
+
+def test_pools_validated_with_ipam_rules(tmp_path):
+    good = write(tmp_path, "node: {address: 10.0.0.2/24}\npools:\n  - {name: default, cidr: 10.244.0.0/16, "
+                           "encapsulation: vxlan, mode: CrossSubnet, nat_outgoing: true}\n")
+    cfg = load_config(good)
+    assert cfg.pools[0].spec()["mode"] == "CrossSubnet" and cfg.pools[0].block_size == 26
+    bad = write(tmp_path, "node: {address: 10.0.0.2/24}\npools:\n  - {name: p, cidr: 10.244.0.0/16, "
+                          "encapsulation: gre}\n", "bad.yaml")
+    with pytest.raises(ConfigError, match=r"bad.yaml: pools\[0\].encapsulation: encapsulation must be one of"):
+        load_config(bad)

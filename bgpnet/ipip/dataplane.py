@@ -1,0 +1,113 @@
+"""The node's forwarding state as one plan: tunnel devices, outgoing NAT and routes, from the pools.
+
+`plan_dataplane` is pure; `Dataplane.apply` writes it in a fixed order (tunnels, NAT, routes), so a
+route via tunl0 or vxlan.bgpnet is only written once its device exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from bgpnet.errors import KernelFeatureMissing
+from bgpnet.ipip.nat import NatDriver, NatPlan, plan_nat
+from bgpnet.ipip.plan import ENCAPSULATIONS, MODES, EncapPolicy, plan_routes
+from bgpnet.ipip.tunnel import NO_IPIP, TunnelDriver, TunnelPlan, plan_tunnels, vteps_from_paths
+from bgpnet.model import Path, Route
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """What the dataplane needs of an IP pool."""
+
+    cidr: IPv4Network
+    encapsulation: str = "none"
+    mode: str = "Never"
+    nat_outgoing: bool = False
+
+
+def pools_from_objects(objects: Iterable) -> list[Pool]:
+    """IPPool datastore objects -> pools; an invalid one is logged with its name and left out."""
+    out = []
+    for obj in objects:
+        spec = obj.spec
+        try:
+            pool = Pool(IPv4Network(spec["cidr"]), spec.get("encapsulation", "none") or "none",
+                        spec.get("mode", "Never") or "Never", bool(spec.get("nat_outgoing", False)))
+        except (KeyError, TypeError, ValueError) as e:
+            log.error("IPPool %s: unusable for routing: %s", obj.name, e)
+            continue
+        if pool.encapsulation not in ENCAPSULATIONS or pool.mode not in MODES:
+            log.error("IPPool %s: encapsulation %r / mode %r not understood; routed natively", obj.name,
+                      pool.encapsulation, pool.mode)
+            pool = Pool(pool.cidr, nat_outgoing=pool.nat_outgoing)
+        out.append(pool)
+    return sorted(out, key=lambda p: p.cidr)
+
+
+@dataclass(frozen=True)
+class DataplanePlan:
+    routes: frozenset[Route]
+    tunnels: TunnelPlan
+    nat: NatPlan
+
+
+def plan_dataplane(best: Mapping[IPv4Network, Sequence[Path]], own: Iterable[IPv4Network],
+                   node_address: IPv4Interface, pools: Sequence[Pool], underlay_mtu: int = 1500,
+                   tunnel_address: IPv4Address | None = None) -> DataplanePlan:
+    """`tunnel_address`: the tunnel devices' address, reserved in IPAM (default: first address of the
+    lowest own prefix, fine for static pod CIDRs that IPAM does not hand out)."""
+    own = list(own)
+    policies = [EncapPolicy(p.encapsulation, p.mode, (p.cidr,)) for p in pools]
+    vteps = vteps_from_paths(best, node_address.ip) if any(p.encapsulation == "vxlan" for p in policies) else {}
+    routes = plan_routes(best, own, node_address, policies, vteps=vteps)
+    tunnels = plan_tunnels(policies, node_address.ip, own, underlay_mtu, vteps, address=tunnel_address)
+    nat = plan_nat((p.cidr, p.nat_outgoing) for p in pools)
+    return DataplanePlan(frozenset(routes), tunnels, nat)
+
+
+def underlay_mtu(node_address: IPv4Interface, default: int = 1500) -> int:
+    """MTU of the interface that carries the node's BGP address."""
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        for msg in ipr.get_addr(family=socket.AF_INET):
+            if msg.get_attr("IFA_ADDRESS") == str(node_address.ip):
+                links = ipr.get_links(msg["index"])
+                if links:
+                    return int(links[0].get_attr("IFLA_MTU"))
+    return default
+
+
+class Dataplane:
+    """Applies a DataplanePlan with one driver per kernel resource."""
+
+    def __init__(self, route_table, tunnels: TunnelDriver | None = None, nat: NatDriver | None = None):
+        self.route_table = route_table
+        self.tunnels = tunnels or TunnelDriver()
+        self.nat = nat or NatDriver()
+        self._tunnels_applied: TunnelPlan | None = None
+        self._nat_applied: NatPlan | None = None
+
+    def check(self, plan: DataplanePlan) -> None:
+        """Raise KernelFeatureMissing before anything is written if the plan needs what the kernel lacks."""
+        if plan.tunnels.ipip is not None and not self.tunnels.has_ipip():
+            raise KernelFeatureMissing(NO_IPIP)
+
+    def apply(self, plan: DataplanePlan, full: bool = False):
+        """Tunnels, then NAT, then routes; returns the routes' ApplyResult. `full` re-checks devices too."""
+        self.check(plan)
+        if full or plan.tunnels != self._tunnels_applied:
+            result = self.tunnels.apply(plan.tunnels)
+            if result.changes:
+                log.info("%s", result.summary())
+            self._tunnels_applied = plan.tunnels
+        if full or plan.nat != self._nat_applied:
+            self.nat.apply(plan.nat)
+            self._nat_applied = plan.nat
+        return self.route_table.apply(set(plan.routes))

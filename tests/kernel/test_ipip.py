@@ -1,0 +1,62 @@
+"""IPIP CrossSubnet on Debian's stock kernel, inside ONE virtme-ng VM boot (this host kernel has no ipip).
+
+All assertions run in the guest (tests/kernel/ipip_scenario.py); each check is reported here as its own test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.kernel import vm
+
+CHECKS = [
+    "has_tunl0",
+    "no_path_before_routes",
+    "configured_by_exited_process",
+    "ipip_route_onlink",
+    "native_route_same_subnet",
+    "blackhole_own_block",
+    "tunl0_address_and_mtu",
+    "cross_subnet_n1_to_n3",
+    "cross_subnet_n3_to_n1",
+    "big_payload_n1_to_n3",
+    "big_payload_n3_to_n1",
+    "router_sees_ip_proto_4",
+    "router_sees_no_bare_pod_addresses",
+    "same_subnet_n1_to_n2",
+    "same_subnet_n2_to_n1",
+    "same_subnet_native",
+    "switch_to_vxlan_no_leftovers",
+    "after_switch_vxlan_crosses",
+    "scenario_completed",
+]
+
+
+@pytest.fixture(scope="module")
+def vm_checks() -> dict[str, list]:
+    why = vm.missing()
+    if why:
+        pytest.skip(why)
+    res = vm.run_in_vm(vm.ROOT / "tests" / "kernel" / "ipip_scenario.py")
+    result = res.scratch / "result.json"
+    if not result.exists():
+        pytest.fail(
+            f"VM produced no result (exit {res.returncode} after {res.seconds:.0f}s):\n{res.output[-4000:]}"
+        )
+    checks = json.loads(result.read_text())
+    checks["_vm"] = [res.returncode == 0, f"exit {res.returncode} after {res.seconds:.0f}s"]
+    return checks
+
+
+@pytest.mark.parametrize("name", CHECKS)
+def test_ipip_in_vm(vm_checks, name):
+    assert name in vm_checks, f"check {name} did not run; scenario: {vm_checks.get('scenario_completed')}"
+    ok, detail = vm_checks[name]
+    assert ok, detail
+
+
+def test_vm_exit_status_matches_checks(vm_checks):
+    ok, detail = vm_checks["_vm"]
+    assert ok == all(v[0] for k, v in vm_checks.items() if k != "_vm"), detail
