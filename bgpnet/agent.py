@@ -516,27 +516,24 @@ class Agent:
             self.tunnel_address = await asyncio.to_thread(self._reserve_tunnel_address)
             if self.tunnel_address is not None:
                 prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
-        if neighbors != self.neighbors and self.speaker is not None:
-            # first, since ExaBGP may refuse the new set (ConfigError): then nothing here changes either.
-            # Status entries exist before, as sessions may come up while ExaBGP reloads.
-            fresh = [n.address for n in neighbors if n.address not in self.peer_status]
-            for n in neighbors:
-                self.peer_status.setdefault(n.address, PeerStatus(str(n.address), n.name, n.peer_asn))
-            try:
-                await self.speaker.set_neighbors(neighbors)
-            except BgpnetError:
-                for a in fresh:
-                    self.peer_status.pop(a, None)
-                raise
         changed_configs = {a for a in set(sources) | set(self.peer_configs)
                            if sources.get(a) != self.peer_configs.get(a)}
         self.peer_configs = sources
         if neighbors != self.neighbors:
             added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
             removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
+            old_neighbors, old_status = self.neighbors, dict(self.peer_status)
+            # status entries exist before ExaBGP reloads: sessions may come up while it does
             self.neighbors = neighbors
             for n in neighbors:
                 self.peer_status.setdefault(n.address, PeerStatus(str(n.address), n.name, n.peer_asn))
+            if self.speaker is not None:
+                self._write_status()
+                try:
+                    await self.speaker.set_neighbors(neighbors)
+                except BgpnetError:  # ExaBGP refused the new set: nothing changes
+                    self.neighbors, self.peer_status = old_neighbors, old_status
+                    raise
             for a in removed:
                 self.peer_status.pop(a, None)
                 self._forget_peer(a, drop=True)
