@@ -415,6 +415,7 @@ class Agent:
                                port=self.cfg.bgp.port, name=self.cfg.node.name)
         self._sync_deadline = loop.time() + self.cfg.routing.eor_timeout
         self.speaker.set_announcements(self.exports)
+        self.speaker.hold_eor = self.cfg.bgp.route_reflector_cluster_id is not None
         await self.speaker.start(self.neighbors)
         log.info("node %s (%s, AS %d) started: %d neighbours, announcing %s", self.cfg.node.name,
                  self.cfg.node.address, self.cfg.node.asn, len(self.neighbors),
@@ -775,6 +776,8 @@ class Agent:
             await asyncio.sleep(0.02)  # merge a burst of updates into one apply
             self._dirty.clear()
             self._reflect()
+            if self.speaker.hold_eor and self.in_sync(loop.time()):
+                self.speaker.release_eor()  # our reflected routes are complete now: peers may sweep
             if not self.in_sync(loop.time()):
                 self._write_status()
                 continue

@@ -103,6 +103,10 @@ class Speaker:
         self._desired: dict[IPv4Network, dict] = {}
         # extra routes for single neighbours (paths a route reflector reflects); _desired wins on overlap
         self._peer_routes: dict[IPv4Address, dict[IPv4Network, dict]] = {}
+        # a route reflector holds its End-of-RIB back until it has learned (and reflected) its peers'
+        # routes, or graceful-restart clients would sweep the reflected routes they still hold
+        self.hold_eor = False
+        self._eor_pending: set[IPv4Address] = set()
         # what this ExaBGP process holds in its adj-rib-out per neighbour, as we told it; ExaBGP
         # re-advertises that on its own when a session comes back, so it must match what we want
         self._sent: dict[IPv4Address, dict[IPv4Network, dict]] = {}
@@ -438,9 +442,13 @@ class Speaker:
             sent.update(dict.fromkeys(sent))
             sent.update(dict.fromkeys(desired))
             self._sync_peer(event.peer)
-            self._send(eor_command(event.peer))
+            if self.hold_eor:
+                self._eor_pending.add(event.peer)
+            else:
+                self._send(eor_command(event.peer))
         elif isinstance(event, PeerDown):
             self.established.discard(event.peer)
+            self._eor_pending.discard(event.peer)
             log.info("peer %s down: %s%s", event.peer, event.reason, " (notification)" if event.notification else "")
         elif isinstance(event, SpeakerShutdown):
             if self._shutdown_reported:
@@ -490,6 +498,14 @@ class Speaker:
     def render(self, neighbors: Sequence[Neighbor]) -> str:
         """The ExaBGP config this speaker would run for `neighbors` (for `bgpnet render exabgp`)."""
         return self._render(neighbors)
+
+    def release_eor(self) -> None:
+        """Stop holding End-of-RIB back; send it to the peers that came up meanwhile (after the routes
+        announced so far, which ExaBGP sends in order)."""
+        self.hold_eor = False
+        pending, self._eor_pending = self._eor_pending, set()
+        for peer in sorted(pending & self.established):
+            self._send(eor_command(peer))
 
     def teardown(self, peer: IPv4Address, reason: str) -> None:
         """Close the session with a Cease NOTIFICATION, subcode 1: maximum number of prefixes reached."""

@@ -66,6 +66,10 @@ def udp_stream(lab, src_node: str, src: str, dst_node: str, dst: str, port: int 
                 p.wait()
 
 
+def agent_alive(lab, node: str) -> bool:
+    return any(p.name == "bgpnet-agent" and p.alive() for p in lab.node(node).procs)
+
+
 def agent_proc(lab, node: str):
     return next(p for p in lab.node(node).procs if p.name == "bgpnet-agent" and p.alive())
 

@@ -20,6 +20,7 @@ from bgpnet.lab.probe import tcp_probe
 from bgpnet.lab.runner import Lab
 from tests.integration.fabric_helpers import (
     add_pod,
+    agent_alive,
     frr_established_count,
     next_hops,
     peer,
@@ -111,13 +112,20 @@ def test_agent_restart_loses_no_probe_and_keeps_routes(lab):
     """SIGUSR2 (exit for restart), 2 s down, start again: the kernel keeps r1n1's routes, the ToRs keep
     r1n1's block as graceful-restart stale, and a 50/s UDP stream between pods across racks loses nothing."""
     stale_seen, routes_seen = [], []
+
+    def while_down():
+        routes_seen.append(route(lab, "r1n1", "10.244.3.0/24"))
+        stale_seen.append(_t1a_path_of_r1n1(lab))
+        if not agent_alive(lab, "r1n1") and not route(lab, "r1n1", "10.244.99.0/24"):
+            # a route of ours nobody announces any more: the next agent must sweep it, and only it
+            lab.exec("r1n1", "ip", "route", "add", "10.244.99.0/24", "via", "10.1.0.2", "proto", "201")
+
     with udp_stream(lab, "r1n1", PODS["r1n1"], "r2n1", PODS["r2n1"]) as result:
         time.sleep(0.5)
-        restart_agent(lab, "r1n1", signal.SIGUSR2, pause=2.0, during=lambda: (
-            routes_seen.append(route(lab, "r1n1", "10.244.3.0/24")),
-            stale_seen.append(_t1a_path_of_r1n1(lab))))
+        restart_agent(lab, "r1n1", signal.SIGUSR2, pause=2.0, during=while_down)
         wait_established(lab, "r1n1")
         wait_for(lambda: status(lab, "r1n1")["in_sync"], timeout=30, what="r1n1 in sync after the restart")
+        wait_for(lambda: route(lab, "r1n1", "10.244.99.0/24") == "", timeout=20, what="the stale route swept")
         wait_for(lambda: _t1a_path_of_r1n1(lab) == "valid", timeout=30, what="t1a to take r1n1's fresh path")
         time.sleep(0.5)
     assert result["sent"] > 100, result

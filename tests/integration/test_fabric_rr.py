@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,16 @@ from bgpnet.lab.demo import Demo
 from bgpnet.lab.netns import unique_prefix, wait_for
 from bgpnet.lab.probe import tcp_probe
 from bgpnet.lab.runner import Lab
-from tests.integration.fabric_helpers import add_pod, next_hops, peer, start_agent, status, stop_agent
+from tests.integration.fabric_helpers import (
+    add_pod,
+    next_hops,
+    peer,
+    restart_agent,
+    start_agent,
+    status,
+    stop_agent,
+    udp_stream,
+)
 
 RR = Path(__file__).resolve().parents[2] / "containerlab" / "rr.clab.yml"
 PODS = {"n1": "10.244.1.1", "n2": "10.244.2.1", "n3": "10.244.3.1"}
@@ -92,3 +102,23 @@ def test_bgpnet_reflector_alone_carries_the_clients_when_bird_stops(lab):
     for src, dst in (("n2", "n3"), ("n3", "n2"), ("n2", "n1")):
         ok, text = probe(lab, src, dst)
         assert ok, f"{src} -> {dst}: {text}"
+
+
+def test_bgpnet_reflector_restart_loses_no_probe_between_its_clients(lab):
+    """With BIRD gone, n2 reaches n3 only through n1's reflection. n1 restarts (SIGUSR2): the clients keep
+    the reflected paths as graceful-restart stale, and the restarted n1 holds its End-of-RIB back until it
+    has re-learned and re-reflected them, so nothing is swept in between."""
+    assert peer(lab, "n2", "bird-rr")["state"] != "established"
+    seen = []
+    with udp_stream(lab, "n2", PODS["n2"], "n3", PODS["n3"]) as result:
+        time.sleep(0.5)
+        restart_agent(lab, "n1", signal.SIGUSR2, pause=1.0,
+                      during=lambda: seen.append(next_hops(lab, "n2", "10.244.3.0/24")))
+        wait_for(lambda: peer(lab, "n2", "n1")["state"] == "established", timeout=60, what="n1 back")
+        wait_for(lambda: status(lab, "n1")["in_sync"], timeout=60, what="n1 in sync")
+        wait_for(lambda: peer(lab, "n2", "n1")["prefixes_accepted"] == 2, timeout=30, what="n1 reflecting again")
+        for _ in range(10):  # n2 must not drop the path when n1's End-of-RIB arrives
+            seen.append(next_hops(lab, "n2", "10.244.3.0/24"))
+            time.sleep(0.1)
+    assert all(hops == {"10.0.0.13"} for hops in seen), seen
+    assert result["sent"] > 50 and result["lost_count"] == 0, result
