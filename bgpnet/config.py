@@ -251,6 +251,10 @@ class AgentConfig:
                 raise ConfigError(f"peer {peer.address} is listed twice (also at peers[{seen[peer.address]}])",
                                   f"{where}peers[{i}].address")
             seen[peer.address] = i
+            if peer.passive and peer.source_address is not None and (
+                    self.node.address is None or peer.source_address != self.node.address.ip):
+                raise ConfigError("a passive peer must connect to the node's own address (ExaBGP listens only "
+                                  "there): drop `source_address` or `passive`", f"{where}peers[{i}].source_address")
         for i, net in enumerate(self.pod_cidrs):
             for j in range(i):
                 if net.overlaps(self.pod_cidrs[j]):

@@ -168,3 +168,12 @@ def test_md5_counters_and_session_hints():
     assert "TCP MD5 is configured for this peer" in text and "7 segments" in text
     assert "never came up" in session_hint("idle", 40, False, False, 30)
     assert "password we do not" in session_hint("idle", 40, False, False, 30, md5_drops=1)
+
+
+def test_passive_peer_with_another_source_address_is_refused():
+    with pytest.raises(ConfigError, match="ExaBGP listens only there") as e:
+        build(AgentConfig, {"node": {"address": "10.0.0.2/24"},
+                            "peers": [{"address": "10.0.0.1", "asn": 1, "passive": True, "source_address": "10.9.9.9"}]})
+    assert e.value.where == "peers[0].source_address"
+    build(AgentConfig, {"node": {"address": "10.0.0.2/24"},
+                        "peers": [{"address": "10.0.0.1", "asn": 1, "passive": True, "source_address": "10.0.0.2"}]})
