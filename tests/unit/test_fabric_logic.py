@@ -177,3 +177,18 @@ def test_passive_peer_with_another_source_address_is_refused():
     assert e.value.where == "peers[0].source_address"
     build(AgentConfig, {"node": {"address": "10.0.0.2/24"},
                         "peers": [{"address": "10.0.0.1", "asn": 1, "passive": True, "source_address": "10.0.0.2"}]})
+
+
+def test_datastore_bgppeer_with_peer_selector_applies_both_ways():
+    obj = Object("BGPPeer", "to-reflectors", {"peer_selector": {"route-reflector": "true"},
+                                              "node_selector": {"rack": "r1"}})
+    client = cfg(labels={"rack": "r1"}, bgp={"node_to_node_mesh": False})
+    other_rack = cfg(labels={"rack": "r2"}, bgp={"node_to_node_mesh": False})
+    reflector = cfg("n1", "10.0.0.11/24", labels=RR, bgp={"node_to_node_mesh": False,
+                                                          "route_reflector_cluster_id": "1.1.1.1"})
+    nodes = NODES + [node("n5", "10.0.0.15/24", labels={"rack": "r1"})]
+    assert {n.name for n in desired_neighbors(client, nodes, peers=all_peers(client, [obj]))} == {"n1", "n4"}
+    assert desired_neighbors(other_rack, nodes, peers=all_peers(other_rack, [obj])) == []
+    # the reflector peers back only with the nodes the entry's node_selector picks
+    back = desired_neighbors(reflector, nodes, peers=all_peers(reflector, [obj]))
+    assert {n.name: n.route_reflector_client for n in back} == {"n5": True}
