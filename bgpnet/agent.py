@@ -28,7 +28,11 @@ from bgpnet.ipip.dataplane import pools_from_objects
 log = logging.getLogger(__name__)
 
 # Datastore kinds whose changes alter peering or announcements.
-PEERING_KINDS = (kinds.NODE, kinds.IPAM_BLOCK, kinds.BLOCK_AFFINITY, kinds.IP_POOL, kinds.BGP_PEER)
+PEERING_KINDS = (kinds.NODE, kinds.IPAM_BLOCK, kinds.BLOCK_AFFINITY, kinds.IP_POOL, kinds.BGP_PEER,
+                 kinds.BGP_CONFIGURATION)
+# Cluster-wide BGP settings a `BGPConfiguration` named "default" may set over the config file's values
+# (like Calico's default BGPConfiguration); the rest of `bgp` is per node or needs a restart.
+CLUSTER_BGP_FIELDS = ("node_to_node_mesh", "hold_time", "graceful_restart", "import_allow")
 POLICY_KINDS = (kinds.POD, kinds.NAMESPACE, kinds.NETWORK_POLICY)
 
 
@@ -72,6 +76,25 @@ def node_infos(nodes: Iterable[Object], me: str) -> list[NodeInfo]:
         except (KeyError, TypeError, ValueError) as e:
             log.warning("node %s: unusable datastore record, not peering with it: %s", obj.name, e)
     return out
+
+
+def effective_config(file_cfg: AgentConfig, settings: Object | None) -> AgentConfig:
+    """The config file's values with the cluster's `BGPConfiguration` "default" laid over them.
+
+    An invalid object is logged with the field and ignored as a whole: the file's values stay.
+    """
+    if settings is None:
+        return file_cfg
+    from bgpnet.config import BgpConfig
+
+    given = {k: v for k, v in settings.spec.items() if k in CLUSTER_BGP_FIELDS}
+    try:
+        built = build(BgpConfig, given, "spec")
+    except ConfigError as e:
+        log.error("ignoring BGPConfiguration %s: %s: %s", settings.name, e.where, e.message)
+        return file_cfg
+    bgp = dataclasses.replace(file_cfg.bgp, **{k: getattr(built, k) for k in given})
+    return dataclasses.replace(file_cfg, bgp=bgp)
 
 
 def all_peers(cfg: AgentConfig, peer_objects: Iterable[Object] = ()) -> list[PeerConfig]:
@@ -342,6 +365,7 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig, store: Datastore, route_table=None, policy=None):
         self.cfg = cfg
+        self.file_cfg = cfg  # as read from the file; self.cfg adds the datastore's BGPConfiguration
         self.store = store
         self.run_dir = Path(cfg.run_dir)
         self.route_table = route_table
@@ -464,14 +488,14 @@ class Agent:
                 or new.bgp.port != self.cfg.bgp.port):
             log.error("reload rejected: node identity/address/port changes need a restart")
             return
-        old, old_passwords = self.cfg, self._passwords
-        self.cfg, self._passwords = new, passwords
+        old, old_passwords, old_file = self.cfg, self._passwords, self.file_cfg
+        self.cfg, self._passwords, self.file_cfg = new, passwords, new
         held, self.held_down = self.held_down, {}  # the operator acted: max-prefixes hold-downs end
         try:
             await self._refresh_from_store(force=True)
         except BgpnetError as e:
             log.error("reload rejected, keeping the running config: %s", e)
-            self.cfg, self._passwords, self.held_down = old, old_passwords, held
+            self.cfg, self._passwords, self.held_down, self.file_cfg = old, old_passwords, held, old_file
             await self._refresh_from_store(force=True)
             return
         if node_record(new) != node_record(old):  # labels or route reflector role: the others re-peer
@@ -498,9 +522,12 @@ class Agent:
         self._peers_rev = rev
 
         def read():
-            return {k: self.store.list(k) for k in (kinds.NODE, kinds.BGP_PEER, kinds.IP_POOL, kinds.IPAM_BLOCK)}
+            out = {k: self.store.list(k) for k in (kinds.NODE, kinds.BGP_PEER, kinds.IP_POOL, kinds.IPAM_BLOCK)}
+            out[kinds.BGP_CONFIGURATION] = self.store.get(kinds.BGP_CONFIGURATION, "default")
+            return out
 
         objs = await asyncio.to_thread(read)
+        self.cfg = effective_config(self.file_cfg, objs[kinds.BGP_CONFIGURATION])
         prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
         peers = all_peers(self.cfg, objs[kinds.BGP_PEER])
         try:
