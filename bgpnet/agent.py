@@ -38,11 +38,14 @@ POLICY_KINDS = (kinds.POD, kinds.NAMESPACE, kinds.NETWORK_POLICY)
 
 # ------------------------------------------------------------------------------------------ pure logic
 
-def node_record(cfg: AgentConfig) -> dict:
-    """What this node publishes about itself in the datastore (read by the other nodes for the mesh)."""
+def node_record(cfg: AgentConfig, pod_mtu: int | None = None) -> dict:
+    """What this node publishes about itself in the datastore: read by the other nodes for the mesh, and
+    by the CNI plugin for the pods' MTU (the tunnel MTU when pools encapsulate)."""
     n = cfg.node
     rec = {"address": str(n.address), "asn": n.asn, "router_id": str(n.router_id), "labels": dict(n.labels),
            "pod_cidrs": [str(c) for c in cfg.pod_cidrs]}
+    if pod_mtu:
+        rec["pod_mtu"] = pod_mtu
     if cfg.bgp.route_reflector_cluster_id is not None:
         rec["route_reflector_cluster_id"] = str(cfg.bgp.route_reflector_cluster_id)
     return rec
@@ -387,6 +390,7 @@ class Agent:
         self._full_resync = True
         self.pools: list = []
         self.tunnel_address: IPv4Address | None = None
+        self.pod_mtu: int | None = None
         self.underlay_mtu = 1500
         self.dataplane = None
         self._restarting = False
@@ -499,7 +503,7 @@ class Agent:
             await self._refresh_from_store(force=True)
             return
         if node_record(new) != node_record(old):  # labels or route reflector role: the others re-peer
-            await asyncio.to_thread(self.store.put, kinds.NODE, new.node.name, node_record(new))
+            await asyncio.to_thread(self.store.put, kinds.NODE, new.node.name, node_record(new, self.pod_mtu))
         log.info("config reloaded from %s", self.cfg.source)
 
     def _enable_forwarding(self) -> None:
@@ -580,6 +584,16 @@ class Agent:
         for peer in sorted(changed_configs & set(self.adj_in)):  # e.g. a reloaded max_prefixes
             self._import(peer)
         self._dirty.set()
+
+    async def _publish_pod_mtu(self, plan) -> None:
+        """Pods get the smallest MTU of the paths they may take: a tunnel's, or the underlay's."""
+        mtus = [d.mtu for d in (plan.tunnels.ipip, plan.tunnels.vxlan) if d is not None]
+        mtu = min(mtus, default=self.underlay_mtu)
+        if mtu != self.pod_mtu:
+            self.pod_mtu = mtu
+            await asyncio.to_thread(self.store.put, kinds.NODE, self.file_cfg.node.name,
+                                    node_record(self.file_cfg, mtu))
+            log.info("pod MTU %d published for the CNI plugin", mtu)
 
     def _seed_pools(self) -> None:
         """Create the config file's pools that the datastore does not have yet (Calico's default pool)."""
@@ -810,6 +824,7 @@ class Agent:
                 continue
             plan = self.desired_plan()
             desired = set(plan.routes)
+            await self._publish_pod_mtu(plan)
             full, self._full_resync = self._full_resync, False
             try:
                 result = await asyncio.to_thread(self.dataplane.apply, plan, full)

@@ -112,3 +112,8 @@ def test_cluster_bgp_configuration_overrides_file_defaults(caplog):
     bad = effective_config(c, Object("BGPConfiguration", "default", {"hold_time": 1}))
     assert bad is c and "BGPConfiguration default: spec.hold_time" in caplog.text
     assert effective_config(c, None) is c
+
+
+def test_node_record_carries_the_pod_mtu_when_known():
+    assert "pod_mtu" not in node_record(cfg())
+    assert node_record(cfg(), 1450)["pod_mtu"] == 1450
