@@ -30,17 +30,76 @@ log = logging.getLogger(__name__)
 
 # Datastore kinds whose changes alter peering or announcements.
 STATUS_EVERY = 1.0  # seconds: status.json is rewritten at most this often during a burst of BGP updates
-PEERING_KINDS = (kinds.NODE, kinds.IPAM_BLOCK, kinds.BLOCK_AFFINITY, kinds.IP_POOL, kinds.BGP_PEER)
+PEERING_KINDS = (kinds.NODE, kinds.IPAM_BLOCK, kinds.BLOCK_AFFINITY, kinds.IP_POOL, kinds.BGP_PEER,
+                 kinds.BGP_CONFIGURATION)
+# Cluster-wide BGP settings a `BGPConfiguration` named "default" may set over the config file's values
+# (like Calico's default BGPConfiguration); the rest of `bgp` is per node or needs a restart.
+CLUSTER_BGP_FIELDS = ("node_to_node_mesh", "hold_time", "graceful_restart", "import_allow")
 POLICY_KINDS = (kinds.POD, kinds.NAMESPACE, kinds.NETWORK_POLICY)
 
 
 # ------------------------------------------------------------------------------------------ pure logic
 
-def node_record(cfg: AgentConfig) -> dict:
-    """What this node publishes about itself in the datastore (read by the other nodes for the mesh)."""
+def node_record(cfg: AgentConfig, pod_mtu: int | None = None) -> dict:
+    """What this node publishes about itself in the datastore: read by the other nodes for the mesh, and
+    by the CNI plugin for the pods' MTU (the tunnel MTU when pools encapsulate)."""
     n = cfg.node
-    return {"address": str(n.address), "asn": n.asn, "router_id": str(n.router_id), "labels": dict(n.labels),
-            "pod_cidrs": [str(c) for c in cfg.pod_cidrs]}
+    rec = {"address": str(n.address), "asn": n.asn, "router_id": str(n.router_id), "labels": dict(n.labels),
+           "pod_cidrs": [str(c) for c in cfg.pod_cidrs]}
+    if pod_mtu:
+        rec["pod_mtu"] = pod_mtu
+    if cfg.bgp.route_reflector_cluster_id is not None:
+        rec["route_reflector_cluster_id"] = str(cfg.bgp.route_reflector_cluster_id)
+    return rec
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeInfo:
+    """What peering needs from another node's datastore record."""
+
+    name: str
+    address: IPv4Address
+    asn: int
+    router_id: IPv4Address
+    labels: dict
+    cluster_id: IPv4Address | None = None
+
+
+def node_infos(nodes: Iterable[Object], me: str) -> list[NodeInfo]:
+    """Usable records of the other nodes; a broken one is logged and left out."""
+    out = []
+    for obj in nodes:
+        if obj.name == me:
+            continue
+        try:
+            address = IPv4Interface(obj.spec["address"]).ip
+            cluster = obj.spec.get("route_reflector_cluster_id")
+            out.append(NodeInfo(obj.name, address, int(obj.spec["asn"]),
+                                IPv4Address(obj.spec.get("router_id") or address),
+                                {str(k): str(v) for k, v in (obj.spec.get("labels") or {}).items()},
+                                IPv4Address(cluster) if cluster else None))
+        except (KeyError, TypeError, ValueError) as e:
+            log.warning("node %s: unusable datastore record, not peering with it: %s", obj.name, e)
+    return out
+
+
+def effective_config(file_cfg: AgentConfig, settings: Object | None) -> AgentConfig:
+    """The config file's values with the cluster's `BGPConfiguration` "default" laid over them.
+
+    An invalid object is logged with the field and ignored as a whole: the file's values stay.
+    """
+    if settings is None:
+        return file_cfg
+    from bgpnet.config import BgpConfig
+
+    given = {k: v for k, v in settings.spec.items() if k in CLUSTER_BGP_FIELDS}
+    try:
+        built = build(BgpConfig, given, "spec")
+    except ConfigError as e:
+        log.error("ignoring BGPConfiguration %s: %s: %s", settings.name, e.where, e.message)
+        return file_cfg
+    bgp = dataclasses.replace(file_cfg.bgp, **{k: getattr(built, k) for k in given})
+    return dataclasses.replace(file_cfg, bgp=bgp)
 
 
 def all_peers(cfg: AgentConfig, peer_objects: Iterable[Object] = ()) -> list[PeerConfig]:
@@ -49,17 +108,24 @@ def all_peers(cfg: AgentConfig, peer_objects: Iterable[Object] = ()) -> list[Pee
     A datastore peer with the same address as a config-file peer is ignored (the file wins); an invalid
     one is logged with its name and skipped, the others still apply.
     """
-    peers = [p for p in cfg.peers if p.applies_to(cfg.node)]
-    seen = {p.address for p in cfg.peers}
+    def wanted(p: PeerConfig) -> bool:
+        # a selector peer also applies to the nodes it selects: they peer back (route reflectors)
+        return p.applies_to(cfg.node) or p.selects_peer(cfg.node.labels)
+
+    peers = [p for p in cfg.peers if wanted(p)]
+    seen = {p.address for p in cfg.peers if p.address is not None}
     for obj in peer_objects:
         try:
             peer = build(PeerConfig, obj.spec)
         except ConfigError as e:
             log.error("ignoring invalid datastore peer: BGPPeer %s: %s: %s", obj.name, e.where, e.message)
             continue
-        if peer.address not in seen and peer.applies_to(cfg.node):
+        if peer.address is not None and peer.address in seen:
+            continue
+        if wanted(peer):
             peers.append(dataclasses.replace(peer, name=peer.name or obj.name))
-            seen.add(peer.address)
+            if peer.address is not None:
+                seen.add(peer.address)
     return peers
 
 
@@ -84,59 +150,192 @@ def import_rules(cfg: AgentConfig, own: Iterable[IPv4Network], nodes: Iterable[O
 
 
 def read_passwords(cfg: AgentConfig, peers: Iterable[PeerConfig] | None = None) -> dict[IPv4Address, str]:
-    """TCP MD5 passwords from their files; an unreadable file is a config error naming the peer."""
+    """TCP MD5 passwords from their files (default: of the config file's peers that apply to this node);
+    an unreadable file is a config error naming the peer."""
     out = {}
-    for i, peer in enumerate(cfg.peers if peers is None else peers):
-        if not peer.password_file:
+    if peers is None:
+        peers = [p for p in cfg.peers if p.applies_to(cfg.node)]
+    for peer in peers:
+        if not peer.password_file or peer.address is None:
             continue
         try:
             out[peer.address] = Path(peer.password_file).read_text().strip()
         except OSError as e:
+            index = next((i for i, p in enumerate(cfg.peers) if p.address == peer.address), None)
+            where = f"peers[{index}].password_file" if index is not None else f"BGPPeer {peer.label} password_file"
             raise ConfigError(f"cannot read password file {peer.password_file}: {e.strerror}",
-                              f"{cfg.source}: peers[{i}].password_file") from None
+                              f"{cfg.source}: {where}") from None
     return out
 
 
 def desired_neighbors(cfg: AgentConfig, nodes: Iterable[Object], passwords: dict | None = None,
-                      peers: Iterable[PeerConfig] | None = None) -> list:
-    """BGP neighbours: every other node of the same AS (full mesh, if on) plus the explicit peers
-    (default: the config file's peers that apply to this node).
+                      peers: Iterable[PeerConfig] | None = None,
+                      sources: dict[IPv4Address, PeerConfig] | None = None) -> list:
+    """BGP neighbours: every other node of the same AS (full mesh, if on), the nodes picked by selector
+    peers, then the explicit peers (default: the config file's peers that apply to this node); a later
+    source wins for the same address. `sources` (if given) is filled with the peer entry behind each
+    neighbour that has one (its import limits apply).
 
-    In the mesh both sides would connect and collide; the node with the lower router id connects and the
-    other waits (passive).
+    Between nodes both sides would connect and collide; the node with the lower router id connects and
+    the other waits (passive). On a route reflector (bgp.route_reflector_cluster_id), iBGP nodes without
+    a cluster id of their own are its clients.
     """
     from bgpnet.speaker.render import Neighbor
 
     me = cfg.node
     passwords = passwords or {}
+    cluster_id = cfg.bgp.route_reflector_cluster_id
+    peers = all_peers(cfg) if peers is None else list(peers)
+    infos = node_infos(nodes, me.name)
     out: dict[IPv4Address, Neighbor] = {}
+    sources = {} if sources is None else sources
+
+    def node_neighbor(info: NodeInfo, asn: int, peer: PeerConfig | None) -> Neighbor:
+        client = cluster_id is not None and asn == me.asn and info.cluster_id is None
+        hold = cfg.bgp.hold_time if peer is None or peer.hold_time is None else peer.hold_time
+        return Neighbor(
+            address=info.address, peer_asn=asn, local_address=me.address.ip, local_asn=me.asn,
+            router_id=me.router_id, name=info.name, passive=int(me.router_id) > int(info.router_id),
+            hold_time=hold, graceful_restart=cfg.bgp.graceful_restart,
+            ttl_security=peer.ttl_security if peer else 0, port=peer.port if peer else cfg.bgp.port,
+            route_reflector_client=client, cluster_id=cluster_id if client else None)
+
     if cfg.bgp.node_to_node_mesh:
-        for obj in nodes:
-            if obj.name == me.name:
-                continue
-            try:
-                address = IPv4Interface(obj.spec["address"]).ip
-                asn = int(obj.spec["asn"])
-                router_id = IPv4Address(obj.spec.get("router_id") or address)
-            except (KeyError, TypeError, ValueError) as e:
-                log.warning("node %s: unusable datastore record, not peering with it: %s", obj.name, e)
-                continue
-            if asn != me.asn or address == me.address.ip:
-                continue
-            out[address] = Neighbor(
-                address=address, peer_asn=asn, local_address=me.address.ip, local_asn=me.asn,
-                router_id=me.router_id, name=obj.name, passive=int(me.router_id) > int(router_id),
-                hold_time=cfg.bgp.hold_time, graceful_restart=cfg.bgp.graceful_restart)
-    for peer in all_peers(cfg) if peers is None else peers:
-        if peer.address == me.address.ip:
+        for info in infos:
+            if info.asn == me.asn and info.address != me.address.ip:
+                out[info.address] = node_neighbor(info, info.asn, None)
+    for peer in peers:
+        if peer.address is not None:
             continue
+        for info in infos:
+            if info.address == me.address.ip:
+                continue
+            forward = peer.applies_to(me) and peer.selects_peer(info.labels)
+            reverse = peer.selects_peer(me.labels) and peer.selects(info.name, info.labels)
+            if forward or reverse:
+                out[info.address] = node_neighbor(info, peer.asn or info.asn, peer)
+                sources[info.address] = peer
+    for peer in peers:
+        if peer.address is None or peer.address == me.address.ip:
+            continue
+        client = cluster_id is not None and peer.route_reflector_client and peer.asn == me.asn
         out[peer.address] = Neighbor(
             address=peer.address, peer_asn=peer.asn, local_address=peer.source_address or me.address.ip,
             local_asn=me.asn, router_id=me.router_id, name=peer.label, passive=peer.passive,
             hold_time=cfg.bgp.hold_time if peer.hold_time is None else peer.hold_time, port=peer.port,
-            md5_password=passwords.get(peer.address), multihop=peer.multihop,
-            graceful_restart=cfg.bgp.graceful_restart)
+            md5_password=passwords.get(peer.address), multihop=peer.multihop, ttl_security=peer.ttl_security,
+            graceful_restart=cfg.bgp.graceful_restart, route_reflector_client=client,
+            cluster_id=cluster_id if client else None)
+        sources[peer.address] = peer
+    for a in set(sources) - set(out):
+        del sources[a]
     return [out[a] for a in sorted(out)]
+
+
+def export_attributes(prefixes: Iterable[IPv4Network], pools: Iterable[Object]) -> dict[IPv4Network, dict]:
+    """Attributes of each exported prefix: the communities of the most specific IP pool holding it
+    (IPPool spec `communities: ['65000:100']`, `large_communities: ['65000:1:2']`); an IPPool whose
+    communities are malformed is logged and exports without them."""
+    from bgpnet.speaker.render import check_route_attributes
+
+    pool_attrs: list[tuple[IPv4Network, dict]] = []
+    for obj in pools:
+        if obj.spec.get("disabled"):
+            continue
+        try:
+            cidr = IPv4Network(obj.spec.get("cidr"))
+        except (TypeError, ValueError):
+            continue
+        attrs = {k: list(obj.spec[k]) if isinstance(obj.spec[k], list) else obj.spec[k]
+                 for k in ("communities", "large_communities") if obj.spec.get(k)}
+        try:
+            check_route_attributes(attrs, f"IPPool {obj.name}")
+        except ConfigError as e:
+            log.error("%s: %s; its blocks are exported without communities", e.where, e.message)
+            attrs = {}
+        pool_attrs.append((cidr, attrs))
+    out = {}
+    for prefix in prefixes:
+        inside = [(cidr.prefixlen, attrs) for cidr, attrs in pool_attrs if prefix.subnet_of(cidr)]
+        out[prefix] = dict(max(inside, key=lambda t: t[0])[1]) if inside else {}
+    return out
+
+
+def reflected_routes(best: dict, neighbors: Iterable, cluster_id: IPv4Address | None,
+                     router_ids: dict[IPv4Address, IPv4Address], own: Iterable[IPv4Network] = ()) -> dict:
+    """What a route reflector re-announces to each iBGP neighbour (RFC 4456), from the best paths.
+
+    A path from a client goes to every other iBGP neighbour; one from a non-client iBGP peer goes to the
+    clients only; eBGP paths are not passed on (a node is no transit router). Next hop, AS path and the
+    other attributes stay as received; ORIGINATOR_ID is the originator's router id (kept if already set)
+    and our cluster id is prepended to CLUSTER_LIST. Of an ECMP set the first path is reflected.
+    Returns {neighbour address: {prefix: attributes}}.
+    """
+    if cluster_id is None:
+        return {}
+    ibgp = [n for n in neighbors if n.ibgp]
+    clients = {n.address for n in ibgp if n.route_reflector_client}
+    own = set(own)
+    out: dict[IPv4Address, dict] = {}
+    for prefix, paths in best.items():
+        if prefix in own:
+            continue
+        path = next((p for p in paths if p.ibgp), None)
+        if path is None:
+            continue
+        originator = path.originator_id or router_ids.get(path.peer, path.peer)
+        attrs = {"next_hop": str(path.next_hop), "origin": path.origin, "local_pref": path.local_pref,
+                 "originator_id": str(originator),
+                 "cluster_list": [str(cluster_id)] + [str(c) for c in path.cluster_list]}
+        if path.as_path:
+            attrs["as_path"] = list(path.as_path)
+        if path.med:
+            attrs["med"] = path.med
+        if path.communities:
+            attrs["communities"] = list(path.communities)
+        if path.large_communities:
+            attrs["large_communities"] = list(path.large_communities)
+        from_client = path.peer in clients
+        for n in ibgp:
+            if n.address == path.peer or router_ids.get(n.address) == originator:
+                continue
+            if from_client or n.address in clients:
+                out.setdefault(n.address, {})[prefix] = attrs
+    return out
+
+
+MD5_COUNTERS = ("TCPMD5Failure", "TCPMD5NotFound", "TCPMD5Unexpected")
+
+
+def md5_failures(netstat: str) -> int:
+    """Segments this network namespace's kernel dropped for a bad/missing/unexpected TCP MD5 signature,
+    from /proc/net/netstat text (TcpExt header line followed by its values line)."""
+    lines = netstat.splitlines()
+    total = 0
+    for head, values in zip(lines, lines[1:], strict=False):
+        if head.startswith("TcpExt:") and values.startswith("TcpExt:"):
+            counters = dict(zip(head.split()[1:], values.split()[1:], strict=False))
+            total += sum(int(counters.get(k, 0)) for k in MD5_COUNTERS)
+    return total
+
+
+def session_hint(state: str, down_for: float, md5: bool, ever_up: bool, hold_time: int,
+                 md5_drops: int = 0) -> str:
+    """Why a session is not up, in words, when BGP itself said nothing (ExaBGP reports no connect errors)."""
+    if state == "established" or down_for < max(hold_time, 10):
+        return ""
+    if md5:
+        text = (f"no session for {int(down_for)}s: TCP MD5 is configured for this peer: check that both sides "
+                "use the same password")
+        if md5_drops:
+            text += f" (this node's kernel dropped {md5_drops} segments with a wrong or missing MD5 signature)"
+        return text
+    if md5_drops:
+        return (f"no session for {int(down_for)}s; this node's kernel dropped {md5_drops} segments with an "
+                "unexpected TCP MD5 signature: the peer uses a password we do not")
+    what = "was up before" if ever_up else "never came up"
+    return (f"no session for {int(down_for)}s ({what}): the peer does not answer or refuses the connection; "
+            "check its address, AS numbers and that it is configured to peer with this node")
 
 
 def own_prefixes(cfg: AgentConfig, store: Datastore | None) -> list[IPv4Network]:
@@ -189,6 +388,7 @@ class PeerStatus:
     since: float = dataclasses.field(default_factory=time.time)
     last_error: str = ""
     eor: bool = False
+    ever_up: bool = False
 
 
 class Agent:
@@ -196,6 +396,7 @@ class Agent:
 
     def __init__(self, cfg: AgentConfig, store: Datastore, route_table=None, policy=None):
         self.cfg = cfg
+        self.file_cfg = cfg  # as read from the file; self.cfg adds the datastore's BGPConfiguration
         self.store = store
         self.run_dir = Path(cfg.run_dir)
         self.route_table = route_table
@@ -213,11 +414,13 @@ class Agent:
         self._status_at = 0.0
         self._status_due = False
         self._installed_by_dst: dict = {}  # destination -> Route as last written
+        self._refresh_lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._synced = False
         self._full_resync = True
         self.pools: list = []
         self.tunnel_address: IPv4Address | None = None
+        self.pod_mtu: int | None = None
         self.underlay_mtu = 1500
         self.dataplane = None
         self._restarting = False
@@ -228,6 +431,11 @@ class Agent:
         self.rib = None
         self.rules = ImportRules()
         self.peer_configs: dict[IPv4Address, PeerConfig] = {}
+        self.exports: dict[IPv4Network, dict] = {}  # our prefixes with their attributes (communities)
+        self.router_ids: dict[IPv4Address, IPv4Address] = {}  # node address -> router id (for reflection)
+        self.reflected: dict[IPv4Address, dict] = {}
+        # peers torn down for too many prefixes: (loop time they may come back, why); left out of ExaBGP
+        self.held_down: dict[IPv4Address, tuple[float, str]] = {}
         self.adj_in: dict[IPv4Address, dict[IPv4Network, object]] = {}  # as received, before import policy
         self.accepted: dict[IPv4Address, dict[IPv4Network, object]] = {}
         self.rejected: dict[IPv4Address, dict[IPv4Network, str]] = {}
@@ -268,7 +476,8 @@ class Agent:
         self.speaker = Speaker(self.run_dir, self._events.put_nowait, listen_address=self.cfg.node.address.ip,
                                port=self.cfg.bgp.port, name=self.cfg.node.name)
         self._sync_deadline = loop.time() + self.cfg.routing.eor_timeout
-        self.speaker.set_announcements({p: {} for p in self.prefixes})
+        self.speaker.set_announcements(self.exports)
+        self.speaker.hold_eor = self.cfg.bgp.route_reflector_cluster_id is not None
         await self.speaker.start(self.neighbors)
         log.info("node %s (%s, AS %d) started: %d neighbours, announcing %s", self.cfg.node.name,
                  self.cfg.node.address, self.cfg.node.asn, len(self.neighbors),
@@ -313,11 +522,22 @@ class Agent:
         except BgpnetError as e:
             log.error("reload rejected, keeping the running config: %s", e)
             return
-        if new.node != self.cfg.node or new.bgp.port != self.cfg.bgp.port:
+        if (dataclasses.replace(new.node, labels={}) != dataclasses.replace(self.cfg.node, labels={})
+                or new.bgp.port != self.cfg.bgp.port):
             log.error("reload rejected: node identity/address/port changes need a restart")
             return
-        self.cfg, self._passwords = new, passwords
-        await self._refresh_from_store(force=True)
+        old, old_passwords, old_file = self.cfg, self._passwords, self.file_cfg
+        self.cfg, self._passwords, self.file_cfg = new, passwords, new
+        held, self.held_down = self.held_down, {}  # the operator acted: max-prefixes hold-downs end
+        try:
+            await self._refresh_from_store(force=True)
+        except BgpnetError as e:
+            log.error("reload rejected, keeping the running config: %s", e)
+            self.cfg, self._passwords, self.held_down, self.file_cfg = old, old_passwords, held, old_file
+            await self._refresh_from_store(force=True)
+            return
+        if node_record(new) != node_record(old):  # labels or route reflector role: the others re-peer
+            await asyncio.to_thread(self.store.put, kinds.NODE, new.node.name, node_record(new, self.pod_mtu))
         log.info("config reloaded from %s", self.cfg.source)
 
     def _enable_forwarding(self) -> None:
@@ -329,15 +549,23 @@ class Agent:
     # -- inputs -----------------------------------------------------------------------------------
 
     async def _refresh_from_store(self, force: bool = False) -> None:
+        # one refresh at a time: the store loop, reload and a max-prefixes teardown may overlap
+        async with self._refresh_lock:
+            await self._refresh(force)
+
+    async def _refresh(self, force: bool) -> None:
         rev = await asyncio.to_thread(self.store.revision, PEERING_KINDS)
         if not force and rev == self._peers_rev:
             return
         self._peers_rev = rev
 
         def read():
-            return {k: self.store.list(k) for k in (kinds.NODE, kinds.BGP_PEER, kinds.IP_POOL, kinds.IPAM_BLOCK)}
+            out = {k: self.store.list(k) for k in (kinds.NODE, kinds.BGP_PEER, kinds.IP_POOL, kinds.IPAM_BLOCK)}
+            out[kinds.BGP_CONFIGURATION] = self.store.get(kinds.BGP_CONFIGURATION, "default")
+            return out
 
         objs = await asyncio.to_thread(read)
+        self.cfg = effective_config(self.file_cfg, objs[kinds.BGP_CONFIGURATION])
         prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
         peers = all_peers(self.cfg, objs[kinds.BGP_PEER])
         try:
@@ -345,37 +573,61 @@ class Agent:
         except ConfigError as e:
             log.error("peers not updated: %s", e)
             return
-        neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers)
-        self.peer_configs = {p.address: p for p in peers}
+        sources: dict[IPv4Address, PeerConfig] = {}
+        neighbors = desired_neighbors(self.cfg, objs[kinds.NODE], passwords, peers, sources)
+        neighbors = [n for n in neighbors if n.address not in self.held_down]
+        self.router_ids = {i.address: i.router_id for i in node_infos(objs[kinds.NODE], self.cfg.node.name)}
         self.pools = pools_from_objects(objs[kinds.IP_POOL])
         if self.tunnel_address is None and any(p.encapsulation != "none" and p.mode != "Never" for p in self.pools):
             self.tunnel_address = await asyncio.to_thread(self._reserve_tunnel_address)
             if self.tunnel_address is not None:
                 prefixes = await asyncio.to_thread(own_prefixes, self.cfg, self.store)
+        changed_configs = {a for a in set(sources) | set(self.peer_configs)
+                           if sources.get(a) != self.peer_configs.get(a)}
+        self.peer_configs = sources
         if neighbors != self.neighbors:
             added = {n.address for n in neighbors} - {n.address for n in self.neighbors}
             removed = {n.address for n in self.neighbors} - {n.address for n in neighbors}
+            old_neighbors, old_status = self.neighbors, dict(self.peer_status)
+            # status entries exist before ExaBGP reloads: sessions may come up while it does
             self.neighbors = neighbors
             for n in neighbors:
                 self.peer_status.setdefault(n.address, PeerStatus(str(n.address), n.name, n.peer_asn))
+            if self.speaker is not None:
+                self._write_status()
+                try:
+                    await self.speaker.set_neighbors(neighbors)
+                except BgpnetError:  # ExaBGP refused the new set: nothing changes
+                    self.neighbors, self.peer_status = old_neighbors, old_status
+                    raise
             for a in removed:
                 self.peer_status.pop(a, None)
                 self._forget_peer(a, drop=True)
-            if self.speaker is not None:
-                await self.speaker.set_neighbors(neighbors)
             if added or removed:
                 log.info("neighbours: +%s -%s", sorted(map(str, added)), sorted(map(str, removed)))
-        if prefixes != self.prefixes:
+        exports = export_attributes(prefixes, objs[kinds.IP_POOL])
+        if prefixes != self.prefixes or exports != self.exports:
             log.info("announcing %s", ", ".join(map(str, prefixes)) or "nothing")
-            self.prefixes = prefixes
+            self.prefixes, self.exports = prefixes, exports
             if self.speaker is not None:
-                self.speaker.set_announcements({p: {} for p in prefixes})
+                self.speaker.set_announcements(exports)
         rules = import_rules(self.cfg, prefixes, objs[kinds.NODE], objs[kinds.IP_POOL], objs[kinds.IPAM_BLOCK])
         if rules != self.rules:
             self.rules = rules
-            for peer in list(self.adj_in):
-                self._import(peer)
+            changed_configs = set(self.adj_in)
+        for peer in sorted(changed_configs & set(self.adj_in)):  # e.g. a reloaded max_prefixes
+            self._import(peer)
         self._dirty.set()
+
+    async def _publish_pod_mtu(self, plan) -> None:
+        """Pods get the smallest MTU of the paths they may take: a tunnel's, or the underlay's."""
+        mtus = [d.mtu for d in (plan.tunnels.ipip, plan.tunnels.vxlan) if d is not None]
+        mtu = min(mtus, default=self.underlay_mtu)
+        if mtu != self.pod_mtu:
+            self.pod_mtu = mtu
+            await asyncio.to_thread(self.store.put, kinds.NODE, self.file_cfg.node.name,
+                                    node_record(self.file_cfg, mtu))
+            log.info("pod MTU %d published for the CNI plugin", mtu)
 
     def _seed_pools(self) -> None:
         """Create the config file's pools that the datastore does not have yet (Calico's default pool)."""
@@ -417,7 +669,8 @@ class Agent:
         if pc is not None and pc.accept_default:
             rules = dataclasses.replace(rules, accept_default=True)
         accepted, rejected, over = select_imports(self.adj_in.get(peer, {}).values(), rules,
-                                                  pc.max_prefixes if pc else 0, self.cfg.node.asn)
+                                                  pc.max_prefixes if pc else 0, self.cfg.node.asn,
+                                                  self.cfg.node.router_id, self.cfg.bgp.route_reflector_cluster_id)
         prev = self.accepted.get(peer, {})
         announce = tuple(p for pfx, p in accepted.items() if prev.get(pfx) is not p)
         withdraw = tuple(pfx for pfx in prev if pfx not in accepted)
@@ -427,9 +680,14 @@ class Agent:
         self.accepted[peer], self.rejected[peer] = accepted, rejected
         if announce or withdraw:
             self.rib.apply(Update(peer, announce, withdraw))
-        if over and pc is not None and pc.max_prefixes_action == "teardown" and self.speaker is not None:
-            log.error("peer %s sent more than %d prefixes: closing the session", peer, pc.max_prefixes)
-            self.speaker.teardown(peer, f"max-prefixes {pc.max_prefixes} exceeded")
+        if over and pc is not None and pc.max_prefixes_action == "teardown" and self.speaker is not None \
+                and peer not in self.held_down:
+            reason = f"sent more than max_prefixes {pc.max_prefixes}: session closed"
+            log.error("peer %s %s; it stays down for %ds", peer, reason, pc.max_prefixes_restart)
+            self.speaker.teardown(peer, reason)
+            self.held_down[peer] = (asyncio.get_running_loop().time() + pc.max_prefixes_restart, reason)
+            # then take it out of ExaBGP, so it does not simply reconnect and flap
+            asyncio.ensure_future(self._refresh_from_store(force=True))
 
     def _import_update(self, event) -> set | None:
         """The import policy for just the prefixes in one update (a full re-run per update is quadratic
@@ -496,7 +754,7 @@ class Agent:
         elif isinstance(event, m.PeerUp):
             st = self.peer_status.get(event.peer)
             if st:
-                st.state, st.since, st.last_error, st.eor = "established", now, "", False
+                st.state, st.since, st.last_error, st.eor, st.ever_up = "established", now, "", False, True
             log.info("peer %s up", event.peer)
         elif isinstance(event, m.PeerDown):
             st = self.peer_status.get(event.peer)
@@ -576,6 +834,12 @@ class Agent:
         while True:
             await asyncio.sleep(0.5)
             now = loop.time()
+            expired = [p for p, (until, _) in self.held_down.items() if now >= until]
+            for peer in expired:
+                del self.held_down[peer]
+                log.info("peer %s: max-prefixes hold-down over; the session may come back", peer)
+            if expired:
+                await self._refresh_from_store(force=True)
             for peer, deadline in list(self.stale_deadline.items()):
                 if now >= deadline:
                     swept = self.rib.sweep_stale(peer)
@@ -604,6 +868,17 @@ class Agent:
                     log.warning("policy resync: %s", e)
 
     # -- output -----------------------------------------------------------------------------------
+
+    def _reflect(self) -> None:
+        """As a route reflector, hand the speaker the best paths to re-announce per neighbour."""
+        if self.cfg.bgp.route_reflector_cluster_id is None or self.speaker is None:
+            return
+        reflected = reflected_routes(self.rib.best(), self.neighbors, self.cfg.bgp.route_reflector_cluster_id,
+                                     self.router_ids, self.prefixes)
+        if reflected != self.reflected:
+            self.reflected = reflected
+            self.speaker.set_peer_routes(reflected)
+            log.info("reflecting %d paths to %d neighbours", sum(map(len, reflected.values())), len(reflected))
 
     def desired_plan(self):
         from bgpnet.ipip.dataplane import plan_dataplane
@@ -648,6 +923,9 @@ class Agent:
             await self._dirty.wait()
             await asyncio.sleep(0.02)  # merge a burst of updates into one apply
             changed = self._dirty.take()
+            self._reflect()
+            if self.speaker.hold_eor and self.in_sync(loop.time()):
+                self.speaker.release_eor()  # our reflected routes are complete now: peers may sweep
             if not self.in_sync(loop.time()):
                 self._write_status()
                 continue
@@ -658,6 +936,7 @@ class Agent:
                     result = await self._apply_changes(changed)
                 if result is None:
                     plan = self.desired_plan()
+                    await self._publish_pod_mtu(plan)
                     result = await asyncio.to_thread(self.dataplane.apply, plan, full)
                     self._installed_by_dst = {r.dst: r for r in plan.routes}
             except Exception as e:  # fail static: the last good routes stay; retry with backoff
@@ -687,21 +966,43 @@ class Agent:
 
     def status(self, state: str = "running") -> dict:
         peers = []
+        now = time.time()
+        try:
+            drops = md5_failures(Path("/proc/net/netstat").read_text())
+        except OSError:
+            drops = 0
         for n in self.neighbors:
             st = self.peer_status.get(n.address) or PeerStatus(str(n.address), n.name, n.peer_asn)
+            hint = session_hint(st.state, now - st.since, bool(n.md5_password), st.ever_up, n.hold_time, drops)
             peers.append({
                 "address": st.address, "name": st.name, "asn": st.asn,
                 "type": "ibgp" if n.peer_asn == self.cfg.node.asn else "ebgp",
-                "state": st.state, "since": st.since, "last_error": st.last_error,
+                "state": st.state, "since": st.since, "last_error": (f"{hint}; last event: {st.last_error}" if hint and st.last_error
+                                                              else hint or st.last_error),
+                "md5": bool(n.md5_password), "route_reflector_client": n.route_reflector_client,
                 "prefixes_received": len(self.adj_in.get(n.address, {})),
                 "prefixes_accepted": len(self.accepted.get(n.address, {})),
                 "prefixes_rejected": len(self.rejected.get(n.address, {})),
                 "rejected": {str(k): v for k, v in sorted(self.rejected.get(n.address, {}).items())[:20]},
             })
+        try:
+            loop_now = asyncio.get_running_loop().time()
+        except RuntimeError:  # the metrics thread has no loop; the time is only for display
+            loop_now = None
+        for address, (until, reason) in sorted(self.held_down.items()):
+            pc = self.peer_configs.get(address)
+            left = f" (back in {max(0, int(until - loop_now))}s)" if loop_now is not None else ""
+            peers.append({"address": str(address), "name": pc.label if pc else str(address),
+                          "asn": pc.asn if pc else 0, "state": "held-down", "since": now,
+                          "type": "ibgp" if pc and pc.asn == self.cfg.node.asn else "ebgp",
+                          "last_error": reason + left, "md5": False, "route_reflector_client": False,
+                          "prefixes_received": 0, "prefixes_accepted": 0, "prefixes_rejected": 0, "rejected": {}})
         return {
             "node": self.cfg.node.name, "address": str(self.cfg.node.address), "asn": self.cfg.node.asn,
             "state": state, "pid": os.getpid(), "in_sync": self._synced,
             "announced": [str(p) for p in self.prefixes], "peers": peers,
+            "route_reflector_cluster_id": str(self.cfg.bgp.route_reflector_cluster_id or "") or None,
+            "reflected": sum(map(len, self.reflected.values())), "tcp_md5_drops": drops,
             "routes": sorted(r.describe() for r in self.installed), "last_apply": self.last_apply,
             "errors": self.apply_errors, "speaker_restarts": getattr(self.speaker, "restarts", 0),
             "updated": time.time(),
@@ -777,8 +1078,12 @@ def read_status(run_dir: str) -> dict:
 def format_status(st: dict) -> str:
     lines = [f"node {st['node']} {st['address']} AS {st['asn']}: {st['state']}"
              f"{'' if st['in_sync'] else ' (waiting for end-of-RIB)'}",
-             f"announcing: {', '.join(st['announced']) or 'nothing'}", "",
-             f"{'PEER':<16} {'NAME':<12} {'AS':>10} {'TYPE':<5} {'STATE':<12} {'SINCE':>9} {'RCV/ACC/REJ':>13}  INFO"]
+             f"announcing: {', '.join(st['announced']) or 'nothing'}"]
+    if st.get("route_reflector_cluster_id"):
+        lines.append(f"route reflector, cluster id {st['route_reflector_cluster_id']}: reflecting "
+                     f"{st.get('reflected', 0)} paths")
+    lines += ["",
+              f"{'PEER':<16} {'NAME':<12} {'AS':>10} {'TYPE':<5} {'STATE':<12} {'SINCE':>9} {'RCV/ACC/REJ':>13}  INFO"]
     now = time.time()
     for p in st["peers"]:
         age = int(now - p["since"])

@@ -52,14 +52,23 @@ class NodeConfig:
 
 @dataclass(frozen=True)
 class PeerConfig:
-    address: IPv4Address = doc("the peer's address")
-    asn: int = doc("the peer's AS number")
+    address: IPv4Address | None = doc("the peer's address (or give `peer_selector`)", None)
+    asn: int = doc("the peer's AS number (with `peer_selector`: default the selected nodes' own)", 0)
     name: str = doc("a name for logs and status (default: the address)", "")
+    peer_selector: dict[str, str] = doc(
+        "instead of an address: peer with every other node carrying all these labels (e.g. route "
+        "reflectors: {route-reflector: 'true'}); those nodes peer back with the nodes `node_selector` picks",
+        default_factory=dict)
     passive: bool = doc("wait for the peer to connect instead of connecting", False)
-    hold_time: int | None = doc("hold time in seconds for this peer (default: bgp.hold_time)", None)
+    hold_time: int | None = doc("hold time in seconds for this peer (default: bgp.hold_time); keepalives "
+                                "go every third of it (ExaBGP's fixed ratio)", None)
     port: int = doc("the peer's TCP port", 179)
     password_file: str = doc("file holding the TCP MD5 password (never logged)", "")
     multihop: int = doc("eBGP multihop TTL; 0 means directly connected", 0)
+    ttl_security: int = doc("GTSM (RFC 5082): the peer is at most this many hops away; we send with TTL "
+                            "255 and drop packets with a TTL below 256 - hops; 0 disables", 0)
+    route_reflector_client: bool = doc("when this node is a route reflector: the peer is one of its "
+                                       "clients (nodes found by selector are classified automatically)", False)
     source_address: IPv4Address | None = doc("local address for the session (default: the node's)", None)
     node: str = doc("only the node of this name peers with it (default: every node)", "")
     node_selector: dict[str, str] = doc("only nodes carrying all these labels peer with it, e.g. {rack: r1}",
@@ -67,17 +76,33 @@ class PeerConfig:
     max_prefixes: int = doc("most prefixes accepted from this peer; 0 means no limit", 0)
     max_prefixes_action: str = doc("over the limit: `reject` further prefixes, or `teardown` the session",
                                    "reject")
+    max_prefixes_restart: int = doc("after a max-prefixes teardown, seconds the session stays down before it "
+                                    "may come back", 60)
     accept_default: bool = doc("accept a default route (0.0.0.0/0) from this peer", False)
 
     def validate(self, where: str) -> None:
+        if (self.address is None) == (not self.peer_selector):
+            raise ConfigError("give either `address` or `peer_selector` (not both)", f"{where}.address")
+        if self.address is not None and not self.asn:
+            raise ConfigError("required field is missing", f"{where}.asn")
+        if self.ttl_security and self.multihop:
+            raise ConfigError("ttl_security and multihop exclude each other (GTSM fixes the outgoing TTL "
+                              "at 255)", f"{where}.ttl_security")
+        if not 0 <= self.ttl_security <= 254:
+            raise ConfigError("ttl_security must be 0..254 hops", f"{where}.ttl_security")
+        if self.peer_selector and (self.password_file or self.source_address):
+            raise ConfigError("a `peer_selector` peer takes no password_file or source_address (give "
+                              "those per address)", f"{where}.peer_selector")
         if self.max_prefixes < 0:
             raise ConfigError("max_prefixes must be >= 0", f"{where}.max_prefixes")
         if self.max_prefixes_action not in ("reject", "teardown"):
             raise ConfigError(f"max_prefixes_action must be `reject` or `teardown`, not {self.max_prefixes_action!r}",
                               f"{where}.max_prefixes_action")
+        if self.max_prefixes_restart < 1:
+            raise ConfigError("max_prefixes_restart must be >= 1 second", f"{where}.max_prefixes_restart")
         if self.multihop < 0 or self.multihop > 255:
             raise ConfigError("multihop must be 0..255", f"{where}.multihop")
-        if not 1 <= self.asn <= 4294967295:
+        if self.asn and not 1 <= self.asn <= 4294967295:
             raise ConfigError(f"asn {self.asn} is out of range 1..4294967295", f"{where}.asn")
         if not 1 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range 1..65535", f"{where}.port")
@@ -90,9 +115,17 @@ class PeerConfig:
 
     def applies_to(self, node: NodeConfig) -> bool:
         """Whether `node` peers with this peer (node name and label selector scoping)."""
-        if self.node and self.node != node.name:
+        return self.selects(node.name, node.labels)
+
+    def selects(self, name: str, labels: dict[str, str]) -> bool:
+        """Whether the node `name` with `labels` is in this peer's node scope (`node`, `node_selector`)."""
+        if self.node and self.node != name:
             return False
-        return all(node.labels.get(k) == v for k, v in self.node_selector.items())
+        return all(labels.get(k) == v for k, v in self.node_selector.items())
+
+    def selects_peer(self, labels: dict[str, str]) -> bool:
+        """Whether a node with `labels` is one this (selector) peer entry points at."""
+        return bool(self.peer_selector) and all(labels.get(k) == v for k, v in self.peer_selector.items())
 
 
 @dataclass(frozen=True)
@@ -103,6 +136,9 @@ class BgpConfig:
     port: int = doc("TCP port the speaker listens on", 179)
     import_allow: list[IPv4Network] = doc("prefixes accepted from peers besides pool blocks (and their "
                                           "more-specifics)", default_factory=list)
+    route_reflector_cluster_id: IPv4Address | None = doc(
+        "make this node a route reflector with this cluster id: paths from its clients (nodes without a "
+        "cluster id, and peers marked route_reflector_client) are reflected to its other iBGP peers", None)
 
     def validate(self, where: str) -> None:
         if self.hold_time != 0 and not 3 <= self.hold_time <= 65535:
@@ -209,10 +245,16 @@ class AgentConfig:
     def validate(self, where: str) -> None:
         seen: dict[IPv4Address, int] = {}
         for i, peer in enumerate(self.peers):
+            if peer.address is None:
+                continue
             if peer.address in seen:
                 raise ConfigError(f"peer {peer.address} is listed twice (also at peers[{seen[peer.address]}])",
                                   f"{where}peers[{i}].address")
             seen[peer.address] = i
+            if peer.passive and peer.source_address is not None and (
+                    self.node.address is None or peer.source_address != self.node.address.ip):
+                raise ConfigError("a passive peer must connect to the node's own address (ExaBGP listens only "
+                                  "there): drop `source_address` or `passive`", f"{where}peers[{i}].source_address")
         for i, net in enumerate(self.pod_cidrs):
             for j in range(i):
                 if net.overlaps(self.pod_cidrs[j]):

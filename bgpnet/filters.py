@@ -52,11 +52,22 @@ def build_rules(pools: Iterable[IPv4Network], blocks: Iterable[IPv4Network], own
                        tuple(sorted(set(allow))), accept_default)
 
 
-def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0, local_asn: int = 0):
+def reflection_loop(path, router_id=None, cluster_id=None) -> str | None:
+    """RFC 4456 loop checks: a path that names us as its originator, or lists our cluster, came back."""
+    if router_id is not None and path.originator_id == router_id:
+        return f"originator id {router_id} is this node (a reflected copy of our own path)"
+    if cluster_id is not None and cluster_id in path.cluster_list:
+        return f"cluster list {' '.join(map(str, path.cluster_list))} contains our cluster id {cluster_id} (loop)"
+    return None
+
+
+def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0, local_asn: int = 0,
+                   router_id=None, cluster_id=None):
     """Split one peer's received paths (in arrival order) into accepted paths and rejected reasons.
 
     A path whose AS path already holds `local_asn` went round a loop (e.g. our own mesh's block
-    reflected back by a router) and is rejected. With a `max_prefixes` limit, the first paths to
+    reflected back by a router) and is rejected, as is one whose originator id is our `router_id` or
+    whose cluster list holds our `cluster_id`. With a `max_prefixes` limit, the first paths to
     arrive are kept and the rest rejected.
     Returns (accepted: dict prefix -> Path, rejected: dict prefix -> reason, over_limit: bool).
     """
@@ -65,6 +76,8 @@ def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0, l
         reason = check_import(path.prefix, rules)
         if reason is None and local_asn and local_asn in path.as_path:
             reason = f"AS path {' '.join(map(str, path.as_path))} contains our AS {local_asn} (loop)"
+        if reason is None:
+            reason = reflection_loop(path, router_id, cluster_id)
         if reason is None and max_prefixes and len(accepted) >= max_prefixes:
             reason, over = f"max-prefixes limit {max_prefixes} reached", True
         if reason is None:

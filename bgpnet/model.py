@@ -21,6 +21,10 @@ class Path:
     communities: tuple[str, ...] = field(default=(), compare=False)
     large_communities: tuple[str, ...] = field(default=(), compare=False)
     ibgp: bool = True  # learned over iBGP (same AS) rather than eBGP
+    # route reflection (RFC 4456): the router that first put the path into the AS, and the clusters it
+    # was reflected through (nearest first)
+    originator_id: IPv4Address | None = field(default=None, compare=False)
+    cluster_list: tuple[IPv4Address, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, order=True)

@@ -2,7 +2,7 @@
 
 Run by the container runtime inside the node's network namespace (the host). Network config::
 
-    {"cniVersion": "1.0.0", "name": "bgpnet", "type": "bgpnet-cni", "mtu": 1500,
+    {"cniVersion": "1.0.0", "name": "bgpnet", "type": "bgpnet-cni", "mtu": 1500 (optional),
      "ipam": {"type": "bgpnet", "datastore": {"type": "local", "path": "/var/lib/bgpnet/store.db"},
               "node": "n1", "mode": "blocks", "strict_affinity": false, "pools": []},
      "args": {"bgpnet": {"labels": {"app": "web"}, "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}}}
@@ -37,6 +37,7 @@ CNI_VERSION = "1.0.0"
 SUPPORTED_VERSIONS = ["0.3.0", "0.3.1", "0.4.0", "1.0.0"]
 GATEWAY = "169.254.1.1"
 HOST_IF_PREFIX = "cali"
+DEFAULT_MTU = 1500
 DEFAULT_NODENAME_FILE = "/var/lib/bgpnet/nodename"
 
 ERR_VERSION, ERR_UNSUPPORTED_FIELD, ERR_NO_CONTAINER, ERR_ENV, ERR_IO, ERR_DECODE, ERR_CONFIG = 1, 2, 3, 4, 5, 6, 7
@@ -124,8 +125,11 @@ class Request:
         self.pools = ipam.get("pools") or []
         if not isinstance(self.pools, list) or not all(isinstance(p, str) for p in self.pools):
             raise CniError(ERR_CONFIG, "network config: ipam.pools must be a list of pool names")
-        self.mtu = conf.get("mtu", 1500)
-        if isinstance(self.mtu, bool) or not isinstance(self.mtu, int) or not 576 <= self.mtu <= 65535:
+        # no `mtu` in the network config: the node's agent publishes the right one (tunnel MTU with
+        # encapsulation) on its Node record, read at ADD time
+        self.mtu = conf.get("mtu")
+        if self.mtu is not None and (isinstance(self.mtu, bool) or not isinstance(self.mtu, int)
+                                     or not 576 <= self.mtu <= 65535):
             raise CniError(ERR_CONFIG, f"network config: mtu must be an integer 576..65535, not {self.mtu!r}")
         ext = (conf.get("args") or {}).get("bgpnet") or {}
         if not isinstance(ext, dict):
@@ -262,7 +266,7 @@ def _ipam_errors():
 
 
 def cmd_add(req: Request) -> dict[str, Any]:
-    from bgpnet.datastore.base import POD
+    from bgpnet.datastore.base import NODE, POD
     from bgpnet.ipam import store as ipam
 
     if not os.path.exists(req.netns):
@@ -279,6 +283,10 @@ def cmd_add(req: Request) -> dict[str, Any]:
         raise CniError(ERR_CONFIG, str(e)) from None
     except DatastoreError as e:
         raise CniError(ERR_TRY_AGAIN, f"datastore: {e}") from None
+    if req.mtu is None:
+        node = store.get(NODE, req.node)
+        published = (node.spec.get("pod_mtu") if node else None) or DEFAULT_MTU
+        req.mtu = published if isinstance(published, int) and 576 <= published <= 65535 else DEFAULT_MTU
     try:
         wired = _wire(req, ip)
         if req.pod:

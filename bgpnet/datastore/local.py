@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,17 @@ class LocalDatastore(Datastore):
         db = getattr(self._local, "db", None)
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL fails at once with "database is locked" (SQLite does not apply the
+            # busy timeout here) while another process opens it too, e.g. three lab agents starting together.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db = db
         return db

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from bgpnet.datastore.base import NAMESPACE, NETWORK_POLICY, Datastore
-from bgpnet.errors import NotFound, ValidationError
+from bgpnet.datastore.base import BGP_PEER, IP_POOL, NAMESPACE, NETWORK_POLICY, Datastore
+from bgpnet.errors import ConfigError, NotFound, ValidationError
 from bgpnet.felix.policy import PROTOCOLS, check_name, parse_labels, parse_policy
 
 log = logging.getLogger(__name__)
@@ -68,10 +68,50 @@ def network_policy_object(doc: dict[str, Any], where: str) -> StoredObject:
     return StoredObject(NETWORK_POLICY, pol.key, stored)
 
 
+def ip_pool_object(doc: dict[str, Any], where: str) -> StoredObject:
+    """bgpnet.io/v1 IPPool: fields checked here; overlap with other pools when it is written."""
+    from bgpnet.ipam.block import Pool
+
+    _api_version(doc, ("bgpnet.io/v1",), where)
+    name = check_name(_metadata(doc, where).get("name"), f"{where}: metadata.name")
+    spec = doc.get("spec")
+    if not isinstance(spec, dict):
+        raise ValidationError("`spec` (with cidr) is required", f"{where}: spec")
+    try:
+        pool = Pool.from_spec(name, spec)
+    except ValidationError as e:
+        raise ValidationError(e.message, f"{where}: spec.{e.where.rsplit('.', 1)[-1]}") from None
+    return StoredObject(IP_POOL, name, pool.to_spec())
+
+
+def bgp_peer_object(doc: dict[str, Any], where: str) -> StoredObject:
+    """bgpnet.io/v1 BGPPeer: the same fields as a `peers` entry of the agent config."""
+    from bgpnet.config import PeerConfig, build
+
+    _api_version(doc, ("bgpnet.io/v1",), where)
+    name = check_name(_metadata(doc, where).get("name"), f"{where}: metadata.name")
+    spec = doc.get("spec")
+    try:
+        build(PeerConfig, spec, "spec")
+    except ConfigError as e:
+        raise ValidationError(e.message, f"{where}: {e.where}") from None
+    return StoredObject(BGP_PEER, name, dict(spec))
+
+
+def _write_pool(store: Datastore, o: StoredObject) -> None:
+    from bgpnet.ipam import add_pool
+
+    add_pool(store, o.name, o.spec, replace=True)  # rejects overlaps and cidr changes of pools in use
+
+
 HANDLERS: dict[str, KindHandler] = {
     "Namespace": namespace_object,
     "NetworkPolicy": network_policy_object,
+    "IPPool": ip_pool_object,
+    "BGPPeer": bgp_peer_object,
 }
+# Kinds whose write needs more than a plain put (checks against what is already stored).
+WRITERS: dict[str, Callable[[Datastore, StoredObject], None]] = {IP_POOL: _write_pool}
 
 
 def register_kind(kind: str, handler: KindHandler) -> None:
@@ -139,7 +179,7 @@ def apply_objects(store: Datastore, objs: list[StoredObject]) -> list[str]:
         if cur is not None and cur.spec == o.spec:
             out.append(f"{o} unchanged")
             continue
-        store.put(o.kind, o.name, o.spec)
+        WRITERS.get(o.kind, lambda st, ob: st.put(ob.kind, ob.name, ob.spec))(store, o)
         out.append(f"{o} {'created' if cur is None else 'configured'}")
     return out
 

@@ -34,7 +34,7 @@ import yaml
 from bgpnet.config import load_config
 from bgpnet.errors import BgpnetError, ConfigError
 from bgpnet.lab import routers
-from bgpnet.lab.netns import Netns, sh, veth
+from bgpnet.lab.netns import Netns, list_netns, sh, veth
 from bgpnet.lab.procs import Proc, tail
 from bgpnet.lab.routers import LabError
 from bgpnet.lab.topology import (
@@ -375,6 +375,11 @@ class Lab:
                 proc.stop()
         for handle in self._handles:  # reap children started by this process
             routers._stop_all([], handle._popens)
+        # Pods (`bgpnet lab pod add`, named <lab>-pod-...) are not in the state file but belong to the lab;
+        # deleting them first also ends what runs inside (e.g. the demo's TCP servers).
+        for ns_name in list_netns():
+            if ns_name.startswith(f"{self.name}-pod-"):
+                Netns(ns_name).delete()
         for ns_name in reversed(self.namespaces):
             Netns(ns_name).delete()  # also kills what the daemons left behind (an agent's exabgp)
         left = [n for n in self.namespaces if Netns(n).exists()]

@@ -133,6 +133,15 @@ def _communities(attrs: dict, key: str, size: int, where: str) -> tuple[str, ...
     return tuple(out)
 
 
+def _cluster_list(attrs: dict, where: str) -> tuple[IPv4Address, ...]:
+    raw = attrs.get("cluster-list", [])
+    if isinstance(raw, str):  # tolerate a single id
+        raw = [raw]
+    if not isinstance(raw, list):
+        raise MessageError(f"{where}.cluster-list: expected a list, got {type(raw).__name__}")
+    return tuple(_ip(c, f"{where}.cluster-list") for c in raw)
+
+
 def _int_attr(attrs: dict, key: str, default: int, where: str) -> int:
     value = attrs.get(key, default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -167,6 +176,9 @@ def _paths(announce: Any, attrs: dict, peer: IPv4Address, peer_asn: int, ibgp: b
         communities=_communities(attrs, "community", 2, f"{where}.attribute"),
         large_communities=_communities(attrs, "large-community", 3, f"{where}.attribute"),
         ibgp=ibgp,
+        originator_id=_ip(attrs["originator-id"], f"{where}.attribute.originator-id")
+        if "originator-id" in attrs else None,
+        cluster_list=_cluster_list(attrs, f"{where}.attribute"),
     )
     paths = []
     for next_hop, nlris in family.items():

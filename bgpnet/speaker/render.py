@@ -32,9 +32,10 @@ class Neighbor:
     port: int = 179  # the peer's TCP port we connect to
     md5_password: str | None = None
     multihop: int = 0  # outgoing TTL for eBGP multihop; 0 = ExaBGP default
+    ttl_security: int = 0  # GTSM: the peer is at most this many hops away; 0 = off
     graceful_restart: int = 120  # seconds advertised in the GR capability; 0 = no capability
-    # ExaBGP does not reflect routes (it keeps no loc-RIB to reflect from): these two are carried for
-    # the agent's own use and rendered as a comment only. Real reflection is done by BIRD/FRR.
+    # ExaBGP does not reflect routes (it keeps no loc-RIB to reflect from): the agent reflects (it
+    # re-announces best paths per neighbour); these two are rendered as a comment only.
     route_reflector_client: bool = False
     cluster_id: IPv4Address | None = None
 
@@ -57,6 +58,10 @@ def _check(n: Neighbor, where: str) -> None:
         raise ConfigError(f"port {n.port} is not a TCP port", where)
     if not 0 <= n.multihop <= 255:
         raise ConfigError(f"multihop {n.multihop} must be a TTL 0..255", where)
+    if not 0 <= n.ttl_security <= 254:
+        raise ConfigError(f"ttl_security {n.ttl_security} must be 0..254 hops", where)
+    if n.ttl_security and n.multihop:
+        raise ConfigError("ttl_security and multihop exclude each other", where)
     if not 0 <= n.graceful_restart <= 4095:
         raise ConfigError(f"graceful_restart {n.graceful_restart}s must be 0..4095", where)
     if n.md5_password is not None:
@@ -88,6 +93,9 @@ def render_neighbor(n: Neighbor) -> str:
         lines.append(f'    md5-password "{n.md5_password}";')
     if n.multihop:
         lines.append(f"    outgoing-ttl {n.multihop};")
+    if n.ttl_security:
+        # RFC 5082: send with TTL 255, accept only what cannot have come from further than `hops` away
+        lines += ["    outgoing-ttl 255;", f"    incoming-ttl {256 - n.ttl_security};"]
     if n.route_reflector_client:
         cluster = f" cluster-id {n.cluster_id}" if n.cluster_id else ""
         lines.append(f"    # route-reflector-client{cluster} (ExaBGP does not reflect; see Neighbor)")
@@ -179,7 +187,18 @@ def exabgp_env(listen_address: IPv4Address | None, port: int, run_dir: Path) -> 
 
 _COMMUNITY = re.compile(r"^\d{1,5}:\d{1,5}$")
 _LARGE_COMMUNITY = re.compile(r"^\d{1,10}:\d{1,10}:\d{1,10}$")
-ROUTE_ATTRIBUTES = ("communities", "large_communities", "med", "local_pref")
+# next_hop, origin, as_path, originator_id and cluster_list are for reflected paths (route reflector)
+ROUTE_ATTRIBUTES = ("communities", "large_communities", "med", "local_pref", "next_hop", "origin", "as_path",
+                    "originator_id", "cluster_list")
+_ORIGINS = ("igp", "egp", "incomplete")
+
+
+def _ipv4(value) -> bool:
+    try:
+        IPv4Address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def check_route_attributes(attrs: dict, where: str) -> None:
@@ -193,6 +212,19 @@ def check_route_attributes(attrs: dict, where: str) -> None:
                 raise ConfigError(f"{key} must be a list like ['65000:100'], got {value!r}", where)
             if key == "communities" and any(int(x) > 65535 for c in value for x in c.split(":")):
                 raise ConfigError(f"{key}: each half of a community is 0..65535, got {value!r}", where)
+        elif key in ("next_hop", "originator_id"):
+            if not _ipv4(value):
+                raise ConfigError(f"{key} must be an IPv4 address, got {value!r}", where)
+        elif key == "cluster_list":
+            if isinstance(value, str) or not all(_ipv4(c) for c in value):
+                raise ConfigError(f"{key} must be a list of IPv4 addresses, got {value!r}", where)
+        elif key == "origin":
+            if value not in _ORIGINS:
+                raise ConfigError(f"origin must be one of {', '.join(_ORIGINS)}, got {value!r}", where)
+        elif key == "as_path":
+            if isinstance(value, str) or not all(isinstance(a, int) and not isinstance(a, bool)
+                                                 and 1 <= a <= 4294967295 for a in value):
+                raise ConfigError(f"as_path must be a list of AS numbers, got {value!r}", where)
         elif not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 4294967295:
             raise ConfigError(f"{key} must be an integer 0..4294967295, got {value!r}", where)
 
@@ -200,7 +232,11 @@ def check_route_attributes(attrs: dict, where: str) -> None:
 def announce_command(peer: IPv4Address, prefix, attrs: dict | None = None) -> str:
     attrs = attrs or {}
     check_route_attributes(attrs, f"route {prefix}")
-    parts = [f"neighbor {peer} announce route {prefix} next-hop self"]
+    parts = [f"neighbor {peer} announce route {prefix} next-hop {attrs.get('next_hop') or 'self'}"]
+    if "origin" in attrs:
+        parts.append(f"origin {attrs['origin']}")
+    if attrs.get("as_path"):
+        parts.append(f"as-path [ {' '.join(map(str, attrs['as_path']))} ]")
     if "local_pref" in attrs:
         parts.append(f"local-preference {attrs['local_pref']}")
     if "med" in attrs:
@@ -209,6 +245,10 @@ def announce_command(peer: IPv4Address, prefix, attrs: dict | None = None) -> st
         parts.append(f"community [ {' '.join(sorted(attrs['communities']))} ]")
     if attrs.get("large_communities"):
         parts.append(f"large-community [ {' '.join(sorted(attrs['large_communities']))} ]")
+    if attrs.get("originator_id"):
+        parts.append(f"originator-id {attrs['originator_id']}")
+    if attrs.get("cluster_list"):
+        parts.append(f"cluster-list [ {' '.join(map(str, attrs['cluster_list']))} ]")
     return " ".join(parts)
 
 

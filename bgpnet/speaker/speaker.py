@@ -101,6 +101,12 @@ class Speaker:
         self._neighbors: dict[IPv4Address, Neighbor] = {}
         self._config_text = ""
         self._desired: dict[IPv4Network, dict] = {}
+        # extra routes for single neighbours (paths a route reflector reflects); _desired wins on overlap
+        self._peer_routes: dict[IPv4Address, dict[IPv4Network, dict]] = {}
+        # a route reflector holds its End-of-RIB back until it has learned (and reflected) its peers'
+        # routes, or graceful-restart clients would sweep the reflected routes they still hold
+        self.hold_eor = False
+        self._eor_pending: set[IPv4Address] = set()
         # what this ExaBGP process holds in its adj-rib-out per neighbour, as we told it; ExaBGP
         # re-advertises that on its own when a session comes back, so it must match what we want
         self._sent: dict[IPv4Address, dict[IPv4Network, dict]] = {}
@@ -207,6 +213,31 @@ class Speaker:
         self._desired = desired
         self._sync_all()
 
+    def set_peer_routes(self, routes: dict[IPv4Address, dict[IPv4Network, dict]]) -> None:
+        """Desired routes for single neighbours on top of `set_announcements` (e.g. reflected paths, with
+        attributes such as next_hop, as_path, originator_id, cluster_list). Only the difference is sent."""
+        checked: dict[IPv4Address, dict[IPv4Network, dict]] = {}
+        for peer, prefixes in routes.items():
+            out = checked.setdefault(IPv4Address(peer), {})
+            for prefix, attrs in prefixes.items():
+                prefix = IPv4Network(prefix)
+                attrs = dict(attrs or {})
+                check_route_attributes(attrs, f"route {prefix} to {peer}")
+                out[prefix] = attrs
+        checked = {p: r for p, r in checked.items() if r}
+        if checked == self._peer_routes:
+            return
+        changed = set(checked) | set(self._peer_routes)
+        self._peer_routes = checked
+        for peer in sorted(changed & set(self._neighbors)):
+            self._sync_peer(peer)
+
+    def desired_for(self, peer: IPv4Address) -> dict[IPv4Network, dict]:
+        """Everything `peer` should have from us: its own extra routes, then our announcements."""
+        merged = dict(self._peer_routes.get(peer, {}))
+        merged.update(self._desired)
+        return merged
+
     async def stop(self, graceful: bool = True) -> None:
         """Stop ExaBGP. graceful=True: SIGTERM only; ExaBGP then closes sessions without NOTIFICATION,
         so graceful-restart peers keep our routes while we restart. graceful=False: withdraw our routes
@@ -214,6 +245,7 @@ class Speaker:
         self._stopping = True
         if not graceful and self._writer:
             self._desired = {}
+            self._peer_routes = {}
             self._sync_all()
             # ExaBGP acts on a teardown before it flushes queued updates: let it take the withdrawals
             # first (an ack means the command is in its adj-rib-out), then give the peers the Cease
@@ -401,17 +433,22 @@ class Speaker:
                 log.warning("session up with unknown peer %s; ignored", event.peer)
                 return
             self.established.add(event.peer)
-            log.info("peer %s AS%d established; announcing %d prefixes", event.peer, event.peer_asn, len(self._desired))
+            desired = self.desired_for(event.peer)
+            log.info("peer %s AS%d established; announcing %d prefixes", event.peer, event.peer_asn, len(desired))
             # ExaBGP re-sends its adj-rib-out itself; announcing everything again is harmless (implicit
             # replace) and covers a reload that rebuilt the neighbour. Our EOR goes last (manual-eor), so
             # a graceful-restart peer only sweeps our old routes once the full set is there.
             sent = self._sent.setdefault(event.peer, {})
             sent.update(dict.fromkeys(sent))
-            sent.update(dict.fromkeys(self._desired))
+            sent.update(dict.fromkeys(desired))
             self._sync_peer(event.peer)
-            self._send(eor_command(event.peer))
+            if self.hold_eor:
+                self._eor_pending.add(event.peer)
+            else:
+                self._send(eor_command(event.peer))
         elif isinstance(event, PeerDown):
             self.established.discard(event.peer)
+            self._eor_pending.discard(event.peer)
             log.info("peer %s down: %s%s", event.peer, event.reason, " (notification)" if event.notification else "")
         elif isinstance(event, SpeakerShutdown):
             if self._shutdown_reported:
@@ -435,12 +472,13 @@ class Speaker:
         if self._writer is None:
             return  # nothing to tell; the next relay connection resyncs everything
         sent = self._sent.setdefault(peer, {})
-        for prefix in sorted(set(sent) - set(self._desired)):
+        desired = self.desired_for(peer)
+        for prefix in sorted(set(sent) - set(desired)):
             if not self._send(withdraw_command(peer, prefix)):
                 return
             del sent[prefix]
             log.info("withdrew %s from peer %s", prefix, peer)
-        for prefix, attrs in sorted(self._desired.items()):
+        for prefix, attrs in sorted(desired.items()):
             if prefix not in sent or sent[prefix] != attrs:
                 if not self._send(announce_command(peer, prefix, attrs)):
                     return
@@ -460,6 +498,14 @@ class Speaker:
     def render(self, neighbors: Sequence[Neighbor]) -> str:
         """The ExaBGP config this speaker would run for `neighbors` (for `bgpnet render exabgp`)."""
         return self._render(neighbors)
+
+    def release_eor(self) -> None:
+        """Stop holding End-of-RIB back; send it to the peers that came up meanwhile (after the routes
+        announced so far, which ExaBGP sends in order)."""
+        self.hold_eor = False
+        pending, self._eor_pending = self._eor_pending, set()
+        for peer in sorted(pending & self.established):
+            self._send(eor_command(peer))
 
     def teardown(self, peer: IPv4Address, reason: str) -> None:
         """Close the session with a Cease NOTIFICATION, subcode 1: maximum number of prefixes reached."""

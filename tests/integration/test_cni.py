@@ -183,3 +183,18 @@ def test_add_after_pool_exhausted(netns_factory, store_path):
     assert cni(node, "DEL", "c0", f"/run/netns/{pods[0].name}", conf) == (0, None)
     rc, out = cni(node, "ADD", "c2", f"/run/netns/{pods[2].name}", conf)
     assert rc == 0 and out["ips"][0]["address"] == "10.250.0.0/32"
+
+
+def test_pod_mtu_follows_the_node_record_unless_the_config_sets_it(netns_factory, store_path):
+    """The agent publishes the tunnel MTU (e.g. 1450 with VXLAN) on its Node; pods get it on both veth ends."""
+    store = LocalDatastore(store_path)
+    ipam.add_pool(store, "default", {"cidr": "10.244.0.0/24", "block_size": 28})
+    store.put("Node", "n1", {"address": "10.0.0.11/24", "asn": 64512, "pod_mtu": 1450})
+    node, p1, p2 = netns_factory("node"), netns_factory("p1"), netns_factory("p2")
+    rc, res = cni(node, "ADD", "c1", f"/run/netns/{p1.name}", netconf(store_path))
+    assert rc == 0, res
+    assert "mtu 1450" in p1.run("ip", "link", "show", "eth0")
+    assert "mtu 1450" in node.run("ip", "link", "show", host_ifname("c1"))
+    rc, res = cni(node, "ADD", "c2", f"/run/netns/{p2.name}", netconf(store_path, mtu=1400))
+    assert rc == 0, res
+    assert "mtu 1400" in p2.run("ip", "link", "show", "eth0")

@@ -98,3 +98,22 @@ def test_node_address_is_never_a_peer():
     c = cfg(peers=[{"address": "10.0.0.12", "asn": 65000}])
     assert desired_neighbors(c, []) == []
     assert c.node.address == IPv4Interface("10.0.0.12/24")
+
+
+def test_cluster_bgp_configuration_overrides_file_defaults(caplog):
+    from bgpnet.agent import effective_config
+
+    c = cfg(bgp={"hold_time": 30})
+    eff = effective_config(c, Object("BGPConfiguration", "default",
+                                     {"node_to_node_mesh": False, "import_allow": ["192.168.0.0/16"], "asn": 1}))
+    assert eff.bgp.node_to_node_mesh is False and eff.bgp.hold_time == 30
+    assert [str(n) for n in eff.bgp.import_allow] == ["192.168.0.0/16"]
+    assert eff.node.asn == 64512  # per-node settings are not the cluster's to change
+    bad = effective_config(c, Object("BGPConfiguration", "default", {"hold_time": 1}))
+    assert bad is c and "BGPConfiguration default: spec.hold_time" in caplog.text
+    assert effective_config(c, None) is c
+
+
+def test_node_record_carries_the_pod_mtu_when_known():
+    assert "pod_mtu" not in node_record(cfg())
+    assert node_record(cfg(), 1450)["pod_mtu"] == 1450

@@ -89,7 +89,7 @@ CUSTOM_CASES = [
     (IPAM_BLOCK, "10.244.0.64/26", {"cidr": "10.244.0.64/26", "affinity": "n1", "allocations": [None, 0]}),
     (BLOCK_AFFINITY, "n1/10.244.0.64/26", {"node": "n1", "cidr": "10.244.0.64/26", "state": "confirmed"}),
     (IPAM_HANDLE, "default/web-0", {"block": "10.244.0.64/26", "ips": ["10.244.0.65"]}),
-    (BGP_PEER, "tor-rack1", {"address": "192.0.2.1", "asn": 65001, "node_selector": "rack == 'r1'"}),
+    (BGP_PEER, "tor-rack1", {"address": "192.0.2.1", "asn": 65001, "node_selector": {"rack": "r1"}}),
     (BGP_CONFIGURATION, "default", {"node_to_node_mesh": False, "asn": 64512}),
 ]
 
@@ -140,9 +140,9 @@ def test_name_collision_is_not_mistaken_for_the_object(ds):
 def test_schema_violation_is_a_validation_error(ds):
     with pytest.raises(ValidationError, match="block_size"):
         ds.create(IP_POOL, "bad", {"cidr": "10.0.0.0/16", "block_size": "twenty-six"})
-    with pytest.raises(ValidationError, match="asn"):
-        ds.create(BGP_PEER, "bad", {"address": "192.0.2.1"})
-    assert ds.get(IP_POOL, "bad") is None
+    with pytest.raises(ValidationError, match="max_prefixes_action"):
+        ds.create(BGP_PEER, "bad", {"address": "192.0.2.1", "asn": 1, "max_prefixes_action": "explode"})
+    assert ds.get(IP_POOL, "bad") is None and ds.get(BGP_PEER, "bad") is None
 
 
 def test_node_reads_annotations_and_falls_back_to_internal_ip(ds, emu):

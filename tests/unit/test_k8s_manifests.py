@@ -159,3 +159,19 @@ def test_install_cni_script_runs(tmp_path):
     assert kubeconfig["users"][0]["user"]["token"] == "TOKEN"
     assert (root / "host/etc/cni/net.d/bgpnet-kubeconfig").stat().st_mode & 0o077 == 0
     assert json.loads((root / "host/etc/cni/net.d/10-bgpnet.conflist").read_text())["name"] == "bgpnet"
+
+
+def test_examples_are_accepted_by_the_agent_validators():
+    """The CRD examples must mean what the agent reads: IPAM's pool rules and the peer config fields."""
+    from pathlib import Path as _P
+
+    import yaml
+
+    from bgpnet.config import PeerConfig, build
+    from bgpnet.ipam.block import Pool
+
+    docs = list(yaml.safe_load_all((_P(__file__).resolve().parents[2] / "conf/kubernetes/examples.yaml").read_text()))
+    kinds = {d["kind"]: d for d in docs if d}
+    Pool.from_spec(kinds["IPPool"]["metadata"]["name"], kinds["IPPool"]["spec"])
+    peer = build(PeerConfig, kinds["BGPPeer"]["spec"])
+    assert peer.node_selector == {"rack": "r1"}

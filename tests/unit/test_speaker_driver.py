@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from ipaddress import IPv4Address, IPv4Network
 
@@ -158,3 +159,40 @@ def test_crashing_exabgp_is_restarted_with_growing_backoff(tmp_path, monkeypatch
         assert gap >= 0.05 * 2**i, gaps  # never a busy loop: each wait at least the doubled backoff
     # one SpeakerShutdown per lost process (the last from stop() when the process was already gone)
     assert events.count(SpeakerShutdown()) >= restarts
+
+
+def test_peer_routes_go_only_to_their_neighbour_and_diff(speaker):
+    speaker.set_announcements({NET1: {}})
+    speaker._writer.take()
+    reflected = {"next_hop": "10.0.0.3", "originator_id": "10.0.0.3", "cluster_list": ["10.0.0.1"]}
+    speaker.set_peer_routes({B: {NET2: reflected}})
+    assert speaker._writer.take() == [
+        f"neighbor {B} announce route {NET2} next-hop 10.0.0.3 originator-id 10.0.0.3 cluster-list [ 10.0.0.1 ]"]
+    speaker.set_peer_routes({B: {NET2: reflected}})
+    assert speaker._writer.take() == []
+    speaker.set_peer_routes({C: {NET1: reflected}})  # our own announcement wins over a reflected copy
+    assert speaker._writer.take() == [f"neighbor {B} withdraw route {NET2}"]
+    assert speaker.desired_for(C) == {NET1: {}}
+
+
+def test_bad_reflected_attribute_refused(speaker):
+    with pytest.raises(ConfigError, match="cluster_list"):
+        speaker.set_peer_routes({B: {NET2: {"cluster_list": "10.0.0.1"}}})
+    assert speaker._writer.take() == []
+
+
+def test_held_end_of_rib_goes_out_on_release_after_the_routes(speaker):
+    speaker.hold_eor = True
+    speaker.set_announcements({NET1: {}})
+    speaker._writer.take()
+    for peer in ("10.0.0.2", "10.0.0.3"):
+        speaker._on_line(json.dumps({"type": "state", "state": "up", "neighbor": {
+            "address": {"local": "10.0.0.1", "peer": peer}, "asn": {"local": 64512, "peer": 64512}, "state": "up"}}))
+    speaker._on_line('{"type": "state", "neighbor": {"address": {"local": "10.0.0.1", "peer": "10.0.0.3"}, '
+                     '"asn": {"local": 64512, "peer": 64512}, "state": "down", "reason": "gone"}}')
+    assert not any("eor" in line for line in speaker._writer.take())
+    speaker.set_peer_routes({B: {NET2: {"next_hop": "10.0.0.3"}}})
+    speaker.release_eor()
+    assert speaker._writer.take() == [f"neighbor {B} announce route {NET2} next-hop 10.0.0.3",
+                                      f"neighbor {B} announce eor ipv4 unicast"]  # not to C: it went down
+    assert not speaker.hold_eor
