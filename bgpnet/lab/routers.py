@@ -76,7 +76,9 @@ def _check_frr_can_reach(run_dir: Path) -> None:
 
 
 @dataclass
-class FrrHandle:
+class DaemonHandle:
+    """Daemons started in a node's namespace: their PIDs, whether all still run, and stopping them."""
+
     ns: Netns
     run_dir: Path
     procs: list[Proc]
@@ -89,6 +91,12 @@ class FrrHandle:
     def alive(self) -> bool:
         return all(p.alive() for p in self.procs)
 
+    def stop(self) -> None:
+        _stop_all(self.procs, self._popens)
+
+
+@dataclass
+class FrrHandle(DaemonHandle):
     def vtysh(self, *cmds: str, check: bool = True) -> str:
         """Run vtysh commands (several -c in one call) against this router; returns the output."""
         argv = ["vtysh", "--vty_socket", str(self.run_dir)]
@@ -98,9 +106,6 @@ class FrrHandle:
 
     def vtysh_json(self, cmd: str):
         return json.loads(self.vtysh(cmd))
-
-    def stop(self) -> None:
-        _stop_all(self.procs, self._popens)
 
 
 def frr_vtysh(ns: Netns, run_dir: str | Path, cmd: str, check: bool = True) -> str:
@@ -146,22 +151,10 @@ def start_frr(ns: Netns, conf_text: str, run_dir: str | Path, *, daemons: Sequen
 
 
 @dataclass
-class BirdHandle:
-    ns: Netns
-    run_dir: Path
-    procs: list[Proc]
-    _popens: list = field(default_factory=list, repr=False)
-
+class BirdHandle(DaemonHandle):
     @property
     def socket(self) -> Path:
         return self.run_dir / "bird.ctl"
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def alive(self) -> bool:
-        return all(p.alive() for p in self.procs)
 
     def birdc(self, cmd: str, check: bool = True) -> str:
         return bird_birdc(self.ns, self.socket, cmd, check=check)
@@ -169,9 +162,6 @@ class BirdHandle:
     def protocols(self) -> dict[str, dict[str, str]]:
         """`show protocols` as {name: {proto, table, state, since, info}}."""
         return parse_bird_protocols(self.birdc("show protocols"))
-
-    def stop(self) -> None:
-        _stop_all(self.procs, self._popens)
 
 
 def bird_birdc(ns: Netns, socket: str | Path, cmd: str, check: bool = True) -> str:
@@ -221,21 +211,8 @@ def start_bird(ns: Netns, conf_text: str, run_dir: str | Path, *, env: dict | No
 
 
 @dataclass
-class AgentHandle:
-    ns: Netns
-    run_dir: Path
-    procs: list[Proc]
-    _popens: list = field(default_factory=list, repr=False)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs]
-
-    def alive(self) -> bool:
-        return all(p.alive() for p in self.procs)
-
-    def stop(self) -> None:
-        _stop_all(self.procs, self._popens)
+class AgentHandle(DaemonHandle):
+    pass
 
 
 def package_root() -> str:

@@ -152,3 +152,26 @@ def sample_routes(lab, node: str, prefix: str, until: float, every: float = 0.1)
         out.append(route(lab, node, prefix))
         time.sleep(every)
     return out
+
+
+@contextmanager
+def converged_lab(topology: Path, prefix: str, pods: dict[str, str] | None = None):
+    """Bring `topology` up, wait until every session and route is in place, give the listed nodes a
+    stand-in pod address; always take the lab down afterwards."""
+    import pytest
+
+    from bgpnet.lab.demo import Demo
+    from bgpnet.lab.netns import unique_prefix
+    from bgpnet.lab.runner import Lab
+
+    if os.geteuid() != 0:
+        pytest.fail("integration tests need root (network namespaces)")
+    lab = Lab.up(topology, prefix=unique_prefix(prefix))
+    try:
+        gaps = Demo(lab).wait(timeout=90)
+        assert gaps == [], "\n".join(gaps)
+        for node, address in (pods or {}).items():
+            add_pod(lab, node, address)
+        yield lab
+    finally:
+        lab.down()

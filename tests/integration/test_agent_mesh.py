@@ -4,7 +4,6 @@ from least to most destructive."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
@@ -12,29 +11,17 @@ from pathlib import Path
 import pytest
 
 from bgpnet.lab.demo import Demo
-from bgpnet.lab.netns import unique_prefix, wait_for
+from bgpnet.lab.netns import wait_for
 from bgpnet.lab.routers import routes
-from bgpnet.lab.runner import Lab
+from tests.integration.fabric_helpers import converged_lab, status
 
 MESH3 = Path(__file__).resolve().parents[2] / "containerlab" / "mesh3.clab.yml"
 
 
 @pytest.fixture(scope="module")
 def mesh():
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (network namespaces)")
-    lab = Lab.up(MESH3, prefix=unique_prefix("ag"))
-    try:
-        demo = Demo(lab)
-        gaps = demo.wait(timeout=90)
-        assert gaps == [], "\n".join(gaps)
-        yield lab, demo
-    finally:
-        lab.down()
-
-
-def status(lab, node) -> dict:
-    return json.loads((lab.node(node).run_dir / "status.json").read_text())
+    with converged_lab(MESH3, "ag") as lab:
+        yield lab, Demo(lab)
 
 
 def has_route(lab, node, prefix) -> bool:

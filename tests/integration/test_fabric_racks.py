@@ -5,7 +5,6 @@ destructive first (the last one takes a ToR down for good)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 from pathlib import Path
@@ -14,13 +13,11 @@ import pytest
 
 from bgpnet.datastore import base as kinds
 from bgpnet.datastore.local import LocalDatastore
-from bgpnet.lab.demo import Demo
-from bgpnet.lab.netns import unique_prefix, wait_for
+from bgpnet.lab.netns import wait_for
 from bgpnet.lab.probe import tcp_probe
-from bgpnet.lab.runner import Lab
 from tests.integration.fabric_helpers import (
-    add_pod,
     agent_alive,
+    converged_lab,
     frr_established_count,
     next_hops,
     peer,
@@ -40,17 +37,8 @@ PODS = {"r1n1": "10.244.1.1", "r1n2": "10.244.2.1", "r2n1": "10.244.3.1"}
 
 @pytest.fixture(scope="module")
 def lab():
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (network namespaces)")
-    lab = Lab.up(RACKS, prefix=unique_prefix("rk"))
-    try:
-        gaps = Demo(lab).wait(timeout=90)
-        assert gaps == [], "\n".join(gaps)
-        for node, address in PODS.items():
-            add_pod(lab, node, address)
+    with converged_lab(RACKS, "rk", PODS) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def probe(lab, src, dst) -> tuple[bool, str]:

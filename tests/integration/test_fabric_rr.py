@@ -11,12 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bgpnet.lab.demo import Demo
-from bgpnet.lab.netns import unique_prefix, wait_for
+from bgpnet.lab.netns import wait_for
 from bgpnet.lab.probe import tcp_probe
-from bgpnet.lab.runner import Lab
 from tests.integration.fabric_helpers import (
-    add_pod,
+    converged_lab,
     next_hops,
     peer,
     restart_agent,
@@ -32,17 +30,8 @@ PODS = {"n1": "10.244.1.1", "n2": "10.244.2.1", "n3": "10.244.3.1"}
 
 @pytest.fixture(scope="module")
 def lab():
-    if os.geteuid() != 0:
-        pytest.fail("integration tests need root (network namespaces)")
-    lab = Lab.up(RR, prefix=unique_prefix("rr"))
-    try:
-        gaps = Demo(lab).wait(timeout=90)
-        assert gaps == [], "\n".join(gaps)
-        for node, address in PODS.items():
-            add_pod(lab, node, address)
+    with converged_lab(RR, "rr", PODS) as lab:
         yield lab
-    finally:
-        lab.down()
 
 
 def probe(lab, src, dst) -> tuple[bool, str]:
