@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from bgpnet.errors import KernelFeatureMissing
 from bgpnet.ipip.nat import NatDriver, NatPlan, plan_nat
-from bgpnet.ipip.plan import ENCAPSULATIONS, MODES, EncapPolicy, plan_routes
+from bgpnet.ipip.plan import ENCAPSULATIONS, MODES, EncapPolicy, plan_routes, resolve_gateways
 from bgpnet.ipip.tunnel import NO_IPIP, TunnelDriver, TunnelPlan, plan_tunnels, vteps_from_paths
 from bgpnet.model import Path, Route
 
@@ -100,7 +100,9 @@ class Dataplane:
             raise KernelFeatureMissing(NO_IPIP)
 
     def apply(self, plan: DataplanePlan, full: bool = False):
-        """Tunnels, then NAT, then routes; returns the routes' ApplyResult. `full` re-checks devices too."""
+        """Tunnels, then NAT, then routes; returns the routes' ApplyResult. `full` re-checks devices too.
+
+        Native next hops not on a connected subnet are written via the kernel's gateway towards them."""
         self.check(plan)
         if full or plan.tunnels != self._tunnels_applied:
             result = self.tunnels.apply(plan.tunnels)
@@ -110,4 +112,9 @@ class Dataplane:
         if full or plan.nat != self._nat_applied:
             self.nat.apply(plan.nat)
             self._nat_applied = plan.nat
-        return self.route_table.apply(set(plan.routes))
+        routes = set(plan.routes)
+        lookup = getattr(self.route_table, "gateway_towards", None)
+        if lookup is not None:
+            # a native route to a node behind a router (mode Never across subnets) goes via that router
+            routes = resolve_gateways(routes, lookup)
+        return self.route_table.apply(routes)
