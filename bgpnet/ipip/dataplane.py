@@ -99,6 +99,11 @@ class Dataplane:
         if plan.tunnels.ipip is not None and not self.tunnels.has_ipip():
             raise KernelFeatureMissing(NO_IPIP)
 
+    def check_pools(self, pools: Iterable[Pool]) -> None:
+        """Like `check`, from the pools alone: lets the agent stop before it reserves a tunnel address."""
+        if any(p.encapsulation == "ipip" and p.mode != "Never" for p in pools) and not self.tunnels.has_ipip():
+            raise KernelFeatureMissing(NO_IPIP)
+
     def apply(self, plan: DataplanePlan, full: bool = False):
         """Tunnels, then NAT, then routes; returns the routes' ApplyResult. `full` re-checks devices too.
 
