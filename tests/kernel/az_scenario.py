@@ -69,19 +69,25 @@ class Az:
         self.servers: list[subprocess.Popen] = []
         self.sessions: dict[tuple[str, str], subprocess.Popen] = {}
         self.timings: dict[str, float] = {}
+        self.started = time.monotonic()
+
+    def note(self, step: str) -> None:
+        """Record when a step finished (seconds since the start) and say so: the VM's console shows progress."""
+        self.timings[step] = time.monotonic() - self.started
+        print(f"az: {step} after {self.timings[step]:.1f}s", flush=True)
 
     # -- setup and teardown ----------------------------------------------------------------------
 
     def up(self) -> None:
-        t = time.monotonic()
+        self.started = time.monotonic()
         self.lab = Lab.up(topology_for(self.encap, self.workdir), prefix=self.name)
-        self.timings["lab_up"] = time.monotonic() - t
+        self.note("lab_up")
         self.store_path = pods.store_path(self.name, None, self.lab)
         self.store = LocalDatastore(self.store_path)
         self.router = self.lab.node("rtr").netns
         # the tunnel address each agent reserves in IPAM gives every node its block before any pod exists
         wait_for(self.converged, self.timeout, interval=1, what="every node to install the other nodes' blocks")
-        self.timings["converged"] = time.monotonic() - t
+        self.note("converged")
         for node in NODES:
             pod = f"default/web-{node}"
             self.pod_ip[node] = pods.add_pod(self.name, node, pod, store=self.store_path)["ip"]
@@ -90,7 +96,7 @@ class Az:
                                         text=True)
             self.servers.append(p)
             assert p.stdout is not None and p.stdout.readline().strip() == "listening"
-        self.timings["pods"] = time.monotonic() - t
+        self.note("pods")
 
     def down(self) -> None:
         for p in [*self.sessions.values(), *self.servers]:
@@ -246,7 +252,7 @@ class Az:
         self.set_mode("Never")
         try:
             wait_for(native_everywhere, self.timeout, what="native routes and no tunnel state on every node")
-            self.timings["switch_never"] = time.monotonic() - t
+            self.timings["switch_never_took"] = time.monotonic() - t
             ok = True
         except TimeoutError:
             ok = False
@@ -269,7 +275,7 @@ class Az:
         try:
             wait_for(lambda: f"dev {dev}" in self.route_to("a1", "b1") and f"dev {dev}" in self.route_to("b1", "a1"),
                      self.timeout, what="encapsulated cross-zone routes again")
-            self.timings["switch_back"] = time.monotonic() - t
+            self.timings["switch_back_took"] = time.monotonic() - t
             ok = True
         except TimeoutError:
             ok = False
@@ -300,7 +306,7 @@ class Az:
             stopped = True
         except TimeoutError:
             stopped = False
-        self.timings["agents_stop"] = time.monotonic() - t
+        self.timings["agents_stop_took"] = time.monotonic() - t
         check("every_agent_stopped", stopped, [(p.name, p.pid, p.alive()) for p in procs])
         for p in procs:
             p.stop()  # reaps; SIGKILL if one hung
@@ -329,17 +335,22 @@ def run(az: Az, mode_switch: bool) -> None:
     az.up()
     az.router_counters()
     az.encapsulated()
+    az.note("encapsulated_checked")
     if mode_switch:
         az.switch_to_never_and_back()
+        az.note("mode_switch_checked")
     az.fail_static()
+    az.note("fail_static_checked")
 
 
 # ------------------------------------------------------------------------------- inside the VM
 
 def main() -> int:
-    """IPIP in the VM: the lab, its run dirs and the shared store live under $BGPNET_SCRATCH."""
+    """IPIP in the VM. The lab (run dirs, sockets, the shared SQLite store) lives on the guest's /run tmpfs:
+    SQLite on the --rwdir share fails with "disk I/O error" (no POSIX locks over 9p). Results, timings and
+    the agents' logs go to $BGPNET_SCRATCH, which the host reads."""
     scratch = Path(os.environ.get("BGPNET_SCRATCH", "/tmp"))
-    os.environ["BGPNET_LAB_DIR"] = str(scratch / "lab")
+    os.environ["BGPNET_LAB_DIR"] = os.environ.get("BGPNET_AZ_LAB_DIR", "/run/bgpnet-lab-az")
     checks: dict[str, list] = {}
 
     def check(name: str, ok: bool, detail: object = "") -> None:
