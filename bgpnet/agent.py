@@ -466,8 +466,10 @@ class Agent:
         loop.add_signal_handler(signal.SIGUSR2, lambda: self.stop(restart=True))
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
 
-        await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
         await asyncio.to_thread(self._seed_pools)
+        # an IPIP pool on a kernel without IPIP: stop before the node record and the tunnel address exist
+        self.dataplane.check_pools(pools_from_objects(await asyncio.to_thread(self.store.list, kinds.IP_POOL)))
+        await asyncio.to_thread(self.store.put, kinds.NODE, self.cfg.node.name, node_record(self.cfg))
         self._passwords = read_passwords(self.cfg)
         await self._refresh_from_store(force=True)
         self.dataplane.check(self.desired_plan())  # e.g. an IPIP pool on a kernel without IPIP: stop now

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from bgpnet.errors import KernelFeatureMissing
 from bgpnet.ipip.nat import NatDriver, NatPlan, plan_nat
-from bgpnet.ipip.plan import ENCAPSULATIONS, MODES, EncapPolicy, plan_routes
+from bgpnet.ipip.plan import ENCAPSULATIONS, MODES, EncapPolicy, plan_routes, resolve_gateways
 from bgpnet.ipip.tunnel import NO_IPIP, TunnelDriver, TunnelPlan, plan_tunnels, vteps_from_paths
 from bgpnet.model import Path, Route
 
@@ -99,8 +99,15 @@ class Dataplane:
         if plan.tunnels.ipip is not None and not self.tunnels.has_ipip():
             raise KernelFeatureMissing(NO_IPIP)
 
+    def check_pools(self, pools: Iterable[Pool]) -> None:
+        """Like `check`, from the pools alone: lets the agent stop before it reserves a tunnel address."""
+        if any(p.encapsulation == "ipip" and p.mode != "Never" for p in pools) and not self.tunnels.has_ipip():
+            raise KernelFeatureMissing(NO_IPIP)
+
     def apply(self, plan: DataplanePlan, full: bool = False):
-        """Tunnels, then NAT, then routes; returns the routes' ApplyResult. `full` re-checks devices too."""
+        """Tunnels, then NAT, then routes; returns the routes' ApplyResult. `full` re-checks devices too.
+
+        Native next hops not on a connected subnet are written via the kernel's gateway towards them."""
         self.check(plan)
         if full or plan.tunnels != self._tunnels_applied:
             result = self.tunnels.apply(plan.tunnels)
@@ -110,7 +117,13 @@ class Dataplane:
         if full or plan.nat != self._nat_applied:
             self.nat.apply(plan.nat)
             self._nat_applied = plan.nat
-        return self.route_table.apply(set(plan.routes))
+        return self.route_table.apply(self._resolved(plan.routes))
+
+    def _resolved(self, routes: Iterable[Route]) -> set[Route]:
+        """A native route to a node behind a router (mode Never across subnets) goes via that router."""
+        routes = set(routes)
+        lookup = getattr(self.route_table, "gateway_towards", None)
+        return resolve_gateways(routes, lookup) if lookup is not None else routes
 
     def apply_route_changes(self, sub: DataplanePlan, routes: Sequence[Route], removed: Sequence[IPv4Network],
                             installed: Container[IPv4Network]):
@@ -119,5 +132,4 @@ class Dataplane:
         (e.g. a new VXLAN neighbour among the changed paths): those need the full apply."""
         if sub.tunnels != self._tunnels_applied or sub.nat != self._nat_applied:
             return None
-        return self.route_table.apply_changes(routes, removed, installed)
-
+        return self.route_table.apply_changes(list(self._resolved(routes)), removed, installed)

@@ -272,6 +272,19 @@ class RouteTable:
                 errors[i] = str(e.args[0])
         return errors
 
+    def gateway_towards(self, address: IPv4Address) -> IPv4Address | None:
+        """The gateway of the kernel's route to `address` (`ip route get`); None if it is directly reachable
+        or not reachable at all."""
+        try:
+            msgs = self.ipr.route("get", dst=str(address))
+        except NetlinkError:
+            return None
+        for msg in msgs:
+            gw = msg.get_attr("RTA_GATEWAY")
+            if gw:
+                return IPv4Address(gw)
+        return None
+
     def ifindex(self, dev: str, cache: dict[str, int]) -> int:
         if dev not in cache:
             found = self.ipr.link_lookup(ifname=dev)

@@ -7,7 +7,7 @@ onlink`) across L3 boundaries, as Calico does; a blackhole covers each of our ow
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -135,3 +135,32 @@ def plan_routes(
         if hops:
             routes.add(Route(dst, tuple(sorted(hops, key=hop_sort_key))))
     return routes
+
+
+def resolve_gateways(
+    routes: Iterable[Route], lookup: Callable[[IPv4Address], IPv4Address | None]
+) -> set[Route]:
+    """Native next hops that are not on a connected subnet, resolved to the hop the kernel uses to reach
+    them, as BIRD's `gateway recursive` does for iBGP: the kernel refuses `via G` for a G behind a router.
+
+    `lookup(G)` is the immediate gateway towards G, or None when G is directly reachable (or unreachable:
+    the route is then kept as planned and its write fails with the kernel's error). Onlink hops (tunnels)
+    are never resolved; hops that resolve to the same gateway merge."""
+    cache: dict[IPv4Address, IPv4Address | None] = {}
+    out = set()
+    for route in routes:
+        if route.kind != "unicast" or all(nh.onlink or nh.gateway is None for nh in route.nexthops):
+            out.add(route)
+            continue
+        hops: list[NextHop] = []
+        for nh in route.nexthops:
+            if not nh.onlink and nh.gateway is not None:
+                if nh.gateway not in cache:
+                    cache[nh.gateway] = lookup(nh.gateway)
+                via = cache[nh.gateway]
+                if via is not None and via != nh.gateway:
+                    nh = NextHop(gateway=via, dev=nh.dev)
+            if nh not in hops:
+                hops.append(nh)
+        out.add(Route(route.dst, tuple(sorted(hops, key=hop_sort_key)), route.kind, route.table))
+    return out

@@ -1,5 +1,7 @@
 """TCP probe run inside a namespace: `serve PORT` echoes after a "peer=IP" line; `connect HOST PORT SIZE`
-sends SIZE bytes, reads the echo and prints one JSON line (ok, peer the server saw, bytes echoed)."""
+sends SIZE bytes, reads the echo and prints one JSON line (ok, peer the server saw, bytes echoed);
+`session HOST PORT` keeps one connection open and, per SIZE line on stdin, echoes SIZE bytes over it
+(one JSON line each), to show that an established connection survives a change."""
 
 from __future__ import annotations
 
@@ -50,8 +52,35 @@ def connect(host: str, port: int, size: int, timeout: float) -> dict:
     }
 
 
+def session(host: str, port: int, timeout: float) -> None:
+    try:
+        s = socket.create_connection((host, port), timeout=timeout)
+        head = b""
+        while not head.endswith(b"\n"):
+            head += s.recv(1)
+    except OSError as e:
+        print(json.dumps({"ok": False, "error": f"connect: {type(e).__name__}: {e}"}), flush=True)
+        return
+    print(json.dumps({"ok": True, "peer": head.decode().strip().removeprefix("peer=")}), flush=True)
+    for line in sys.stdin:
+        payload = os.urandom(int(line))
+        try:
+            threading.Thread(target=s.sendall, args=(payload,), daemon=True).start()
+            buf = bytearray()
+            while len(buf) < len(payload):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+            print(json.dumps({"ok": bytes(buf) == payload, "bytes": len(buf)}), flush=True)
+        except OSError as e:
+            print(json.dumps({"ok": False, "error": f"{type(e).__name__}: {e}"}), flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "serve":
         serve(int(sys.argv[2]))
+    elif sys.argv[1] == "session":
+        session(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
     else:
         print(json.dumps(connect(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))))

@@ -1,15 +1,14 @@
 """IPIP CrossSubnet on Debian's stock kernel, inside ONE virtme-ng VM boot (this host kernel has no ipip).
 
 All assertions run in the guest (tests/kernel/ipip_scenario.py); each check is reported here as its own test.
+The boot is shared with the other kernel scenarios (tests/kernel/conftest.py).
 """
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.kernel import vm
+from tests.kernel.results import RESULT_FILES, read_json, scenario_checks
 
 CHECKS = [
     "has_tunl0",
@@ -35,18 +34,9 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def vm_checks() -> dict[str, list]:
-    why = vm.missing()
-    if why:
-        pytest.skip(why)
-    res = vm.run_in_vm(vm.ROOT / "tests" / "kernel" / "ipip_scenario.py")
-    result = res.scratch / "result.json"
-    if not result.exists():
-        pytest.fail(
-            f"VM produced no result (exit {res.returncode} after {res.seconds:.0f}s):\n{res.output[-4000:]}"
-        )
-    checks = json.loads(result.read_text())
-    checks["_vm"] = [res.returncode == 0, f"exit {res.returncode} after {res.seconds:.0f}s"]
+def vm_checks(vm_run) -> dict[str, list]:
+    checks = scenario_checks(vm_run, "ipip")
+    checks["_vm"] = [vm_run.returncode == 0, f"exit {vm_run.returncode} after {vm_run.seconds:.0f}s"]
     return checks
 
 
@@ -57,6 +47,9 @@ def test_ipip_in_vm(vm_checks, name):
     assert ok, detail
 
 
-def test_vm_exit_status_matches_checks(vm_checks):
+def test_vm_exit_status_matches_checks(vm_checks, vm_run):
+    """The VM's exit status is 0 exactly when every scenario of the boot passed."""
     ok, detail = vm_checks["_vm"]
-    assert ok == all(v[0] for k, v in vm_checks.items() if k != "_vm"), detail
+    everything = [v[0] for name in RESULT_FILES for v in (read_json(vm_run.scratch / RESULT_FILES[name]) or
+                                                          {"missing": [False, ""]}).values()]
+    assert ok == all(everything), detail

@@ -49,3 +49,24 @@ def test_pools_from_objects_skips_broken_and_natives_unknown_modes(caplog):
                                 Object("IPPool", "c", {"cidr": "10.96.0.0/16", "encapsulation": "gre"})])
     assert pools == [Pool(N("10.96.0.0/16")), Pool(N("10.244.0.0/16"), "ipip", "Always")]
     assert "IPPool b" in caplog.text and "IPPool c" in caplog.text
+
+
+def test_resolve_gateways_sends_native_routes_behind_a_router_via_the_router():
+    from bgpnet.ipip.plan import resolve_gateways
+
+    router = {A("10.0.2.13"): A("10.0.1.1"), A("10.0.2.14"): A("10.0.1.1")}
+    asked = []
+
+    def lookup(gw):
+        asked.append(gw)
+        return router.get(gw)
+
+    plan = plan_dataplane(BEST, OWN, NODE, [Pool(N("10.244.0.0/16"), "vxlan", "Never")])
+    ecmp = Route(N("10.244.9.0/26"), (NextHop(A("10.0.2.13")), NextHop(A("10.0.2.14"))))
+    onlink = Route(N("10.244.8.0/26"), (NextHop(A("10.0.2.13"), "tunl0", True),))
+    got = resolve_gateways(set(plan.routes) | {ecmp, onlink}, lookup)
+    assert Route(N("10.244.3.0/26"), (NextHop(A("10.0.1.1")),)) in got  # behind the router
+    assert Route(N("10.244.2.0/26"), (NextHop(A("10.0.1.12")),)) in got  # same subnet: unchanged
+    assert Route(N("10.244.9.0/26"), (NextHop(A("10.0.1.1")),)) in got  # two hops, one router: merged
+    assert onlink in got and Route(N("10.244.1.0/26"), kind="blackhole") in got  # never resolved
+    assert len(got) == 5 and sorted(asked) == [A("10.0.1.12"), A("10.0.2.13"), A("10.0.2.14")]  # once each
