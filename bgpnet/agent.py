@@ -342,12 +342,9 @@ def own_prefixes(cfg: AgentConfig, store: Datastore | None) -> list[IPv4Network]
     """The prefixes this node announces: its static pod CIDRs plus the IPAM blocks affine to it."""
     prefixes = set(cfg.pod_cidrs)
     if store is not None:
-        try:
-            from bgpnet.ipam import node_prefixes
-        except ImportError:  # IPAM not part of this build
-            node_prefixes = None
-        if node_prefixes is not None:
-            prefixes.update(node_prefixes(store, cfg.node.name))
+        from bgpnet.ipam import node_prefixes
+
+        prefixes.update(node_prefixes(store, cfg.node.name))
     return sorted(prefixes)
 
 
@@ -1033,15 +1030,10 @@ def cmd_agent(args) -> int:
     cfg = resolve(_load(args))
     passwords_ok = read_passwords(cfg)  # fail before anything starts
     del passwords_ok
+    from bgpnet.felix import PolicyAgent
+
     store = open_datastore(cfg.datastore)
-    policy = None
-    try:
-        from bgpnet.felix import PolicyAgent
-    except ImportError:
-        PolicyAgent = None
-    if PolicyAgent is not None:
-        policy = PolicyAgent(store, cfg.node.name)
-    asyncio.run(Agent(cfg, store, policy=policy).run())
+    asyncio.run(Agent(cfg, store, policy=PolicyAgent(store, cfg.node.name)).run())
     return 0
 
 
