@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bgpnet.cni.plugin import HOST_IF_PREFIX as POD_INTERFACE_PREFIX
 from bgpnet.errors import BgpnetError, ValidationError
 from bgpnet.felix.policy import (
     EGRESS,
@@ -34,10 +35,10 @@ from bgpnet.felix.policy import (
 
 log = logging.getLogger(__name__)
 
-# Host-side pod interfaces start with this: the CNI plugin names them HOST_IF_PREFIX + a hash of the
-# container id (bgpnet.cni.plugin; the two must agree, a unit test checks). Traffic from an interface
-# with this prefix that no local Pod object claims is dropped.
-POD_INTERFACE_PREFIX = "cali"
+# Host-side pod interfaces start with POD_INTERFACE_PREFIX (imported from the CNI plugin, which names
+# them prefix + a hash of the container id). Traffic from an interface with this prefix that no local
+# Pod object claims is dropped.
+
 # Every chain and ipset we own starts with this; the driver never touches anything else.
 PREFIX = "BGPNET-"
 HASH_COMMENT = "bgpnet:"

@@ -282,7 +282,7 @@ def test_unknown_interface_and_spoofed_source_are_dropped():
 
 
 def test_pod_interface_prefix_agrees_with_the_cni_plugin():
-    plugin = pytest.importorskip("bgpnet.cni.plugin", reason="CNI plugin not on this branch yet")
+    from bgpnet.cni import plugin
     from bgpnet.felix.rules import POD_INTERFACE_PREFIX
 
     assert plugin.HOST_IF_PREFIX == POD_INTERFACE_PREFIX
