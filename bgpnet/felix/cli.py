@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
-
 from bgpnet.datastore.base import NAMESPACE, NETWORK_POLICY, POD
-
-DEFAULT_DATASTORE = "/var/lib/bgpnet/store.db"
-
-
-def _store(args):
-    from bgpnet.datastore.local import LocalDatastore
-
-    return LocalDatastore(args.datastore)
-
-
-def _add_datastore(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--datastore", metavar="PATH", default=DEFAULT_DATASTORE,
-                   help=f"local datastore file (default {DEFAULT_DATASTORE})")
+from bgpnet.datastore.options import add_store_args as _add_datastore
+from bgpnet.datastore.options import open_store as _store
 
 
 def register(sub) -> None:
-    p = sub.add_parser("apply", help="store Namespace / NetworkPolicy objects from Kubernetes YAML")
+    p = sub.add_parser("apply", help="store Namespace, NetworkPolicy, IPPool, BGPPeer objects from YAML")
     p.add_argument("-f", "--filename", dest="files", action="append", required=True, metavar="FILE",
                    help="multi-document YAML file ('-' for stdin); repeatable")
     _add_datastore(p)

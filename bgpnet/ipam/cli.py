@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 from ipaddress import IPv4Address
 
+from bgpnet.datastore.options import add_store_args, open_store
 from bgpnet.errors import ConfigError
 from bgpnet.ipam import store as ipam
-
-DEFAULT_STORE = "/var/lib/bgpnet/store.db"
-
-
-def add_store_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--store", metavar="PATH",
-                   help=f"local store file (default: $BGPNET_STORE or {DEFAULT_STORE})")
-    g.add_argument("--config", metavar="FILE", help="take the datastore from this agent config file")
-
-
-def open_store(args):
-    from bgpnet.config import DatastoreConfig, load_config
-    from bgpnet.datastore import open_datastore
-
-    if getattr(args, "config", None):
-        return open_datastore(load_config(args.config).datastore)
-    return open_datastore(DatastoreConfig(path=args.store or os.environ.get("BGPNET_STORE") or DEFAULT_STORE))
 
 
 def register(sub) -> None:

@@ -468,7 +468,7 @@ class Demo:
         from bgpnet.cli import main as cli_main
 
         argv = ["policy", "explain", "--from", src.key, "--to", dst.key, "--port", str(WEB_PORT),
-                "--datastore", self.store_path]
+                "--store", self.store_path]
         buf = io.StringIO()
         with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
             rc = cli_main(argv)
@@ -506,7 +506,7 @@ class Demo:
         from bgpnet.lab.routers import package_root
 
         return (f"{node}'s chains against what the datastore wants: PYTHONPATH={package_root()} bgpnet lab exec "
-                f"{self.lab.name} {node} -- {sys.executable} -m bgpnet policy show {node} --datastore "
+                f"{self.lab.name} {node} -- {sys.executable} -m bgpnet policy show {node} --store "
                 f"{self.store_path}  (run with --keep; the agent logs policy applies in {self.lab.dir}/{node}/)")
 
     def remove_pods(self) -> None:
@@ -536,7 +536,7 @@ class Demo:
         if self.pods and self.store_path:
             web, other = self.pod("web"), self.pod("other")
             print(f"  bgpnet lab apply {name} -f {POLICY_FILE}  (then: bgpnet policy explain --from {other.key} "
-                  f"--to {web.key} --port {WEB_PORT} --datastore {self.store_path})")
+                  f"--to {web.key} --port {WEB_PORT} --store {self.store_path})")
             from bgpnet.lab.routers import package_root
 
             print(f"  PYTHONPATH={package_root()} ip netns exec {self.netns_of[other.key]} {sys.executable} "

@@ -483,7 +483,7 @@ def _node_iptables(env: Env, *args: str) -> str:
 
 def _show(env: Env) -> str:
     return subprocess.run(
-        env.node.argv(sys.executable, "-m", "bgpnet", "policy", "show", NODE, "--datastore", str(env.db)),
+        env.node.argv(sys.executable, "-m", "bgpnet", "policy", "show", NODE, "--store", str(env.db)),
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60).stdout
 
 

@@ -15,7 +15,7 @@ spec: {cidr: CIDR, encapsulation: vxlan, mode: CrossSubnet}
 def apply(tmp_path, text, name="f.yaml"):
     f = tmp_path / name
     f.write_text(text)
-    return main(["apply", "-f", str(f), "--datastore", str(tmp_path / "s.db")])
+    return main(["apply", "-f", str(f), "--store", str(tmp_path / "s.db")])
 
 
 def test_pool_and_peer_stored(tmp_path, capsys):

@@ -70,25 +70,25 @@ def test_apply_stores_objects_and_is_idempotent(tmp_path, store, capsys):
     f = tmp_path / "good.yaml"
     f.write_text(GOOD)
     db = str(tmp_path / "store.db")
-    rc, out, _ = run(capsys, "apply", "-f", str(f), "--datastore", db)
+    rc, out, _ = run(capsys, "apply", "-f", str(f), "--store", db)
     assert rc == 0 and out.splitlines() == ["namespace x created", "networkpolicy x/allow-b created"]
     assert store.get("Namespace", "x").spec == {"labels": {"team": "red"}}
     pol = store.get("NetworkPolicy", "x/allow-b").spec
     assert pol["metadata"] == {"name": "allow-b", "namespace": "x"} and pol["spec"]["ingress"][0]["ports"] == [{"port": "http"}]
-    rc, out, _ = run(capsys, "apply", "-f", str(f), "--datastore", db)
+    rc, out, _ = run(capsys, "apply", "-f", str(f), "--store", db)
     assert out.splitlines() == ["namespace x unchanged", "networkpolicy x/allow-b unchanged"]
-    rc, out, _ = run(capsys, "delete", "-f", str(f), "--datastore", db)
+    rc, out, _ = run(capsys, "delete", "-f", str(f), "--store", db)
     assert rc == 0 and store.get("NetworkPolicy", "x/allow-b") is None
-    rc, out, _ = run(capsys, "delete", "-f", str(f), "--datastore", db)
+    rc, out, _ = run(capsys, "delete", "-f", str(f), "--store", db)
     assert rc == 1 and "not found" in out
-    rc, out, _ = run(capsys, "delete", "-f", str(f), "--datastore", db, "--ignore-not-found")
+    rc, out, _ = run(capsys, "delete", "-f", str(f), "--store", db, "--ignore-not-found")
     assert rc == 0 and out == ""
 
 
 def test_apply_rejects_every_bad_document_and_stores_nothing(tmp_path, store, capsys):
     f = tmp_path / "bad.yaml"
     f.write_text(GOOD + BAD)
-    rc, out, err = run(capsys, "apply", "-f", str(f), "--datastore", str(tmp_path / "store.db"))
+    rc, out, err = run(capsys, "apply", "-f", str(f), "--store", str(tmp_path / "store.db"))
     assert rc == 2 and out == ""
     assert "nothing was changed" in err
     assert f"{f} document 3 (NetworkPolicy bad): spec.ingress[0].ports[0].endPort: endPort 10 must be between" in err
@@ -137,16 +137,16 @@ def test_explain_and_show(tmp_path, store, capsys):
     f = tmp_path / "good.yaml"
     f.write_text(GOOD.replace("port: http", "port: http, protocol: TCP"))
     db = str(tmp_path / "store.db")
-    assert run(capsys, "apply", "-f", str(f), "--datastore", db)[0] == 0
-    rc, out, _ = run(capsys, "policy", "explain", "--from", "x/b", "--to", "x/a", "--port", "8080", "--datastore", db)
+    assert run(capsys, "apply", "-f", str(f), "--store", db)[0] == 0
+    rc, out, _ = run(capsys, "policy", "explain", "--from", "x/b", "--to", "x/a", "--port", "8080", "--store", db)
     assert rc == 0 and out.splitlines()[0] == "x/b -> x/a port 8080/TCP: ALLOWED"
     assert "allowed by x/allow-b ingress rule 0: pods [pod=b] in namespace x, port http/TCP" in out
     rc, out, _ = run(capsys, "policy", "explain", "--from", "x/c", "--to", "x/a", "--port", "http",
-                     "--protocol", "tcp", "--datastore", db)
+                     "--protocol", "tcp", "--store", db)
     assert "x/c -> x/a port 8080/TCP: DENIED" in out and "no rule of x/allow-b allows it" in out
-    rc, out, err = run(capsys, "policy", "explain", "--from", "x/c", "--to", "q/a", "--port", "80", "--datastore", db)
+    rc, out, err = run(capsys, "policy", "explain", "--from", "x/c", "--to", "q/a", "--port", "80", "--store", db)
     assert rc == 2 and "no pod 'q/a'" in err
-    rc, out, _ = run(capsys, "policy", "show", "n1", "--desired", "--rules", "--datastore", db)
+    rc, out, _ = run(capsys, "policy", "show", "n1", "--desired", "--rules", "--store", db)
     assert rc == 0
     assert "pod x/a ip 10.0.0.1 interface calixa" in out and "ingress BGPNET-TW-calixa: policies x/allow-b" in out
     assert "egress  BGPNET-FW-calixa: open (no policy selects this pod)" in out
