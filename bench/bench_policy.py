@@ -243,6 +243,7 @@ def main(argv=None) -> int:
               f"{res['change_latency_max_s'][k] * 1000:6.1f} ms (bgpnet CPU {res['change_cpu_s'][k] * 1000:4.1f} ms) | "
               f"raw iptables-restore of the same delta "
               f"{res['change_ref_iptables_restore_s'][k] * 1000:5.1f} ms (target < 100 ms)")
+    print(json.dumps({"bench": "policy", **res}))  # last line: read by bench.run_all for its table
     return 0
 
 

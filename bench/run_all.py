@@ -87,8 +87,13 @@ def rows(name: str, r: dict | None) -> list[tuple[str, str, str, str, str]]:
                 (f"{n}-node mesh: SIGTERM -> its route removed everywhere", "", _s(r["leave_median_s"]), "", ""),
                 (f"{n}-node mesh: idle CPU per node", "", f"{r['idle_cpu_percent_per_node']:.2f} %", "", "")]
     if name == "policy" and "full_sync_s" in r:
-        return [("policy full sync", f"iptables-restore {_s(r['ref_iptables_restore_s'])}",
-                 f"bgpnet {_s(r['full_sync_s'])}", _x(r.get("full_ratio_vs_iptables_restore")), "<= 3x")]
+        slowest = max(r["change_latency_s"], key=r["change_latency_s"].get)
+        return [(f"policy full sync ({r['pods']} pods, {r['policies']} policies)",
+                 f"iptables-restore {_s(r['ref_iptables_restore_s'])}",
+                 f"bgpnet {_s(r['full_sync_s'])}", _x(r.get("full_ratio_vs_iptables_restore")), "<= 3x"),
+                (f"policy change -> rules in place (slowest kind: {slowest})",
+                 f"iptables-restore of the delta {_s(r['change_ref_iptables_restore_s'][slowest])}",
+                 f"bgpnet {_s(r['change_latency_s'][slowest])}", "", "< 100 ms")]
     ratios = {k: v for k, v in r.items() if "ratio" in k and isinstance(v, int | float)}
     return [(f"{name}: {k}", "", "", _x(v), "") for k, v in ratios.items()] or [(f"{name}: see report", "", "", "", "")]
 
