@@ -153,14 +153,17 @@ def resolve_gateways(
             out.add(route)
             continue
         hops: list[NextHop] = []
+        changed = False
         for nh in route.nexthops:
             if not nh.onlink and nh.gateway is not None:
                 if nh.gateway not in cache:
                     cache[nh.gateway] = lookup(nh.gateway)
                 via = cache[nh.gateway]
                 if via is not None and via != nh.gateway:
-                    nh = NextHop(gateway=via, dev=nh.dev)
+                    nh, changed = NextHop(gateway=via, dev=nh.dev), True
             if nh not in hops:
                 hops.append(nh)
-        out.add(Route(route.dst, tuple(sorted(hops, key=hop_sort_key)), route.kind, route.table))
+        # the common case (every next hop on a connected subnet) keeps the planned route as it is
+        out.add(Route(route.dst, tuple(sorted(hops, key=hop_sort_key)), route.kind, route.table) if changed
+                else route)
     return out
