@@ -91,6 +91,13 @@ class DaemonHandle:
     def alive(self) -> bool:
         return all(p.alive() for p in self.procs)
 
+    def spawn(self, name: str, argv: Sequence[str], env: dict | None) -> Proc:
+        """Start `argv` in the handle's namespace, logging to RUN_DIR/NAME.log, and keep track of it."""
+        proc, popen = _spawn(self.ns, name, argv, self.run_dir / f"{name}.log", env)
+        self.procs.append(proc)
+        self._popens.append(popen)
+        return proc
+
     def stop(self) -> None:
         _stop_all(self.procs, self._popens)
 
@@ -133,9 +140,7 @@ def start_frr(ns: Netns, conf_text: str, run_dir: str | Path, *, daemons: Sequen
         for daemon in daemons:
             argv = [f"{FRR_SBIN}/{daemon}", "-u", FRR_USER, "-g", FRR_USER, "-f", conf,
                     "-i", run_dir / f"{daemon}.pid", "-z", run_dir / "zserv.api", "--vty_socket", run_dir]
-            proc, popen = _spawn(ns, daemon, argv, run_dir / f"{daemon}.log", env)
-            handle.procs.append(proc)
-            handle._popens.append(popen)
+            proc = handle.spawn(daemon, argv, env)
             sock = run_dir / f"{daemon}.vty"
             _wait_ready(proc, sock.exists, f"FRR {daemon} in {ns.name}", timeout)
         _wait_ready(handle.procs[-1], lambda: handle.vtysh("show version", check=False).strip(),
@@ -194,9 +199,7 @@ def start_bird(ns: Netns, conf_text: str, run_dir: str | Path, *, env: dict | No
         raise LabError(f"BIRD rejects {conf}:\n{(check.stdout + check.stderr).strip()}")
     handle = BirdHandle(ns=ns, run_dir=run_dir, procs=[])
     argv = ["bird", "-f", "-c", conf, "-s", handle.socket, "-P", run_dir / "bird.pid"]
-    proc, popen = _spawn(ns, "bird", argv, run_dir / "bird.log", env)
-    handle.procs.append(proc)
-    handle._popens.append(popen)
+    proc = handle.spawn("bird", argv, env)
     try:
         _wait_ready(proc, lambda: handle.socket.exists() and "ready" in handle.birdc("show status", check=False),
                     f"BIRD in {ns.name}", timeout)
