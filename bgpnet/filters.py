@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Network
+
+from bgpnet.model import covers, prefix_key, supernet_key
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -22,26 +25,35 @@ class ImportRules:
     allow: tuple[IPv4Network, ...] = ()  # extra prefixes (and their more-specifics) accepted as they are
     accept_default: bool = False
 
+    # The same as prefix keys, for integer containment tests: check_import runs once per learned prefix.
+    @cached_property
+    def _keys(self):
+        block_keys = {prefix_key(b): b for b in self.blocks}
+        return ([(prefix_key(n), n) for n in self.own], [prefix_key(n) for n in self.allow],
+                [prefix_key(n) for n in self.pools], block_keys, sorted({k[1] for k in block_keys}))
+
 
 def check_import(prefix: IPv4Network, rules: ImportRules) -> str | None:
     """None if `prefix` may be installed, else the reason it is rejected (for logs and counters)."""
-    if prefix == DEFAULT_ROUTE:
+    key = prefix_key(prefix)
+    if key == (0, 0):
         return None if rules.accept_default else "default route not accepted (accept_default is off)"
-    for own in rules.own:
-        if prefix == own:
+    own, allow, pools, blocks, block_lengths = rules._keys
+    for own_key, own_net in own:
+        if key == own_key:
             return f"{prefix} is this node's own prefix"
-        if prefix.subnet_of(own) and prefix.prefixlen < 32:
-            return f"{prefix} is a more-specific of this node's prefix {own}"
-    if any(prefix.subnet_of(net) for net in rules.allow):
+        if key[1] < 32 and covers(own_key, key):
+            return f"{prefix} is a more-specific of this node's prefix {own_net}"
+    if any(covers(k, key) for k in allow):
         return None
-    if prefix in rules.blocks:
+    if key in blocks:
         return None
-    covering = [b for b in rules.blocks if prefix.subnet_of(b)]
-    if prefix.prefixlen == 32 and any(prefix.subnet_of(p) for p in rules.pools):
+    covering = [blocks[s] for s in (supernet_key(key, n) for n in block_lengths if n < key[1]) if s in blocks]
+    if key[1] == 32 and any(covers(p, key) for p in pools):
         return None  # an address borrowed from another node's block (non-strict affinity)
     if covering:
         return f"{prefix} is a more-specific of block {covering[0]}"
-    if any(prefix.subnet_of(p) for p in rules.pools):
+    if any(covers(p, key) for p in pools):
         return f"{prefix} is inside a pool but is not a known block"
     return f"{prefix} is outside every IP pool and the allow-list"
 
@@ -61,6 +73,12 @@ def reflection_loop(path, router_id=None, cluster_id=None) -> str | None:
     return None
 
 
+def _loop(attributes, local_asn: int, router_id, cluster_id) -> str | None:
+    if local_asn and local_asn in attributes.as_path:
+        return f"AS path {' '.join(map(str, attributes.as_path))} contains our AS {local_asn} (loop)"
+    return reflection_loop(attributes, router_id, cluster_id)
+
+
 def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0, local_asn: int = 0,
                    router_id=None, cluster_id=None):
     """Split one peer's received paths (in arrival order) into accepted paths and rejected reasons.
@@ -72,12 +90,15 @@ def select_imports(paths: Iterable, rules: ImportRules, max_prefixes: int = 0, l
     Returns (accepted: dict prefix -> Path, rejected: dict prefix -> reason, over_limit: bool).
     """
     accepted, rejected, over = {}, {}, False
+    loops: dict[int, str | None] = {}  # by attributes, shared by the paths of one UPDATE
     for path in paths:
         reason = check_import(path.prefix, rules)
-        if reason is None and local_asn and local_asn in path.as_path:
-            reason = f"AS path {' '.join(map(str, path.as_path))} contains our AS {local_asn} (loop)"
         if reason is None:
-            reason = reflection_loop(path, router_id, cluster_id)
+            attributes = path.attributes
+            key = id(attributes)
+            if key not in loops:
+                loops[key] = _loop(attributes, local_asn, router_id, cluster_id)
+            reason = loops[key]
         if reason is None and max_prefixes and len(accepted) >= max_prefixes:
             reason, over = f"max-prefixes limit {max_prefixes} reached", True
         if reason is None:

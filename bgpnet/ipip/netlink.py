@@ -15,7 +15,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from bgpnet.model import Route
+from bgpnet.model import Route, prefix_key
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,32 @@ def pack_route(
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, flags, seq, 0) + body
 
 
+class RoutePacker:
+    """`pack_route` for many routes at once: what depends only on the op, the kind, the next hops and the
+    prefix length (the route message, the table, gateway and device attributes) is packed once; each
+    route then costs a header and its destination. Routes of a BGP table share a handful of next hops."""
+
+    _DST = RTA.pack(RTA.size + 4, RTA_DST)
+
+    def __init__(self, protocol: int, table: int, ifindex: Callable[[str], int]):
+        self.protocol, self.table, self.ifindex = protocol, table, ifindex
+        self._parts: dict[tuple, tuple[int, int, bytes, bytes]] = {}
+
+    def pack(self, op: str, route: Route, seq: int) -> bytes:
+        dst = route.dst
+        key = (op, route.kind, route.nexthops, dst.prefixlen)
+        parts = self._parts.get(key)
+        if parts is None:
+            whole = pack_route(op, route, seq, self.protocol, self.table, self.ifindex)
+            _len, msg_type, flags, _seq, _pid = NLMSGHDR.unpack_from(whole)
+            start = NLMSGHDR.size + RTMSG.size  # pack_route puts RTA_DST first: 4 + 4 bytes
+            parts = self._parts[key] = (msg_type, flags, whole[NLMSGHDR.size:start], whole[start + 8:])
+            return whole
+        msg_type, flags, rtmsg, tail = parts
+        body = rtmsg + self._DST + prefix_key(dst)[0].to_bytes(4, "big") + tail
+        return NLMSGHDR.pack(NLMSGHDR.size + len(body), msg_type, flags, seq, 0) + body
+
+
 _libc = None
 
 
@@ -210,6 +236,7 @@ class BulkWriter:
     ) -> dict[int, str]:
         """Apply (op, route) changes; return {index of change: error text} for those that failed."""
         errors: dict[int, str] = {}
+        packer = RoutePacker(protocol, table, ifindex)
         for start in range(0, len(changes), batch):
             chunk = changes[start : start + batch]
             base = self.seq
@@ -220,7 +247,7 @@ class BulkWriter:
             pending: set[int] = set()
             for i, (op, route) in enumerate(chunk):
                 try:
-                    parts.append(pack_route(op, route, base + i, protocol, table, ifindex))
+                    parts.append(packer.pack(op, route, base + i))
                     pending.add(base + i)
                 except LookupError as e:
                     errors[start + i] = str(e.args[0])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from bgpnet.errors import ValidationError
-from bgpnet.model import NextHop, Path, Route
+from bgpnet.model import NextHop, Path, Route, covers, prefix_key
 
 log = logging.getLogger(__name__)
 
@@ -119,22 +119,59 @@ def plan_routes(
     vteps = vteps or {}
     own_set = set(own)
     routes: set[Route] = {Route(dst, kind="blackhole") for dst in own_set}
+    node_ip = node_address.ip
+    # the next hops per (gateway, policy): a table of 10k prefixes has a handful of each
+    hops_for: dict[tuple[IPv4Address, EncapPolicy], NextHop | None] = {}
+    # per (path attributes, policy), by identity: paths of one UPDATE share their attributes
+    single: dict[tuple[int, int], tuple[NextHop, ...]] = {}
+
+    def hop(gateway: IPv4Address, policy: EncapPolicy) -> NextHop | None:
+        key = (gateway, policy)
+        if key not in hops_for:
+            hops_for[key] = None if gateway == node_ip else next_hop_for(
+                gateway, policy, node_address, tunnel_dev, vxlan_dev, vteps)
+            if hops_for[key] is None and gateway != node_ip:
+                log.info("no VTEP known for next hop %s yet; its routes wait", gateway)
+        return hops_for[key]
+
+    policy_of = _policy_lookup(policies)
     for dst, paths in best.items():
         if dst in own_set:
             continue
-        policy = policy_for(dst, policies)
-        hops: set[NextHop] = set()
-        for path in paths:
-            if path.next_hop == node_address.ip:
-                continue
-            nh = next_hop_for(path.next_hop, policy, node_address, tunnel_dev, vxlan_dev, vteps)
-            if nh is None:
-                log.info("no VTEP known for next hop %s yet; route %s waits", path.next_hop, dst)
-                continue
-            hops.add(nh)
-        if hops:
-            routes.add(Route(dst, tuple(sorted(hops, key=hop_sort_key))))
+        policy = policy_of(dst)
+        if len(paths) == 1:
+            attributes = paths[0].attributes
+            key = (id(attributes), id(policy))
+            nexthops = single.get(key)
+            if nexthops is None:
+                nh = hop(attributes.next_hop, policy)
+                nexthops = single[key] = (nh,) if nh is not None else ()
+        else:
+            found = {hop(path.next_hop, policy) for path in paths} - {None}
+            nexthops = tuple(sorted(found, key=hop_sort_key))
+        if nexthops:
+            routes.add(Route(dst, nexthops))
     return routes
+
+
+def _policy_lookup(policies: Sequence[EncapPolicy]) -> Callable[[IPv4Network], EncapPolicy]:
+    """policy_for(dst, policies) as integer tests on pool keys (it runs once per learned prefix)."""
+    if not policies:
+        return lambda dst: NATIVE
+    # pool keys, longest first; a catch-all policy is the pool 0.0.0.0/0; the earlier policy wins a tie
+    by_pool: dict[tuple[int, int], EncapPolicy] = {}
+    for p in policies:
+        for pool in p.pools or (IPv4Network("0.0.0.0/0"),):
+            by_pool.setdefault(prefix_key(pool), p)
+    ordered = sorted(by_pool.items(), key=lambda kv: -kv[0][1])
+
+    def lookup(dst: IPv4Network) -> EncapPolicy:
+        key = prefix_key(dst)
+        for pool_key, policy in ordered:
+            if covers(pool_key, key):
+                return policy
+        return NATIVE
+    return lookup
 
 
 def resolve_gateways(
@@ -147,23 +184,34 @@ def resolve_gateways(
     the route is then kept as planned and its write fails with the kernel's error). Onlink hops (tunnels)
     are never resolved; hops that resolve to the same gateway merge."""
     cache: dict[IPv4Address, IPv4Address | None] = {}
-    out = set()
-    for route in routes:
-        if route.kind != "unicast" or all(nh.onlink or nh.gateway is None for nh in route.nexthops):
-            out.add(route)
-            continue
-        hops: list[NextHop] = []
+    resolved: dict[int, tuple[NextHop, ...] | None] = {}  # by identity: routes share next-hop tuples
+
+    def resolve(hops: tuple[NextHop, ...]) -> tuple[NextHop, ...] | None:
+        """The resolved next hops, or None when they stay as they are."""
+        if all(nh.onlink or nh.gateway is None for nh in hops):
+            return None
+        out: list[NextHop] = []
         changed = False
-        for nh in route.nexthops:
+        for nh in hops:
             if not nh.onlink and nh.gateway is not None:
                 if nh.gateway not in cache:
                     cache[nh.gateway] = lookup(nh.gateway)
                 via = cache[nh.gateway]
                 if via is not None and via != nh.gateway:
                     nh, changed = NextHop(gateway=via, dev=nh.dev), True
-            if nh not in hops:
-                hops.append(nh)
+            if nh not in out:
+                out.append(nh)
         # the common case (every next hop on a connected subnet) keeps the planned route as it is
-        out.add(Route(route.dst, tuple(sorted(hops, key=hop_sort_key)), route.kind, route.table) if changed
-                else route)
-    return out
+        return tuple(sorted(out, key=hop_sort_key)) if changed else None
+
+    routes_out = set()
+    for route in routes:
+        if route.kind != "unicast":
+            routes_out.add(route)
+            continue
+        key = id(route.nexthops)
+        if key not in resolved:
+            resolved[key] = resolve(route.nexthops)
+        hops = resolved[key]
+        routes_out.add(route if hops is None else Route(route.dst, hops, route.kind, route.table))
+    return routes_out

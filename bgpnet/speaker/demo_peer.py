@@ -16,6 +16,7 @@ import sys
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 
+from bgpnet.model import Path as BgpPath
 from bgpnet.speaker.messages import Event
 from bgpnet.speaker.render import Neighbor
 from bgpnet.speaker.speaker import Speaker
@@ -37,6 +38,8 @@ def event_to_dict(event: Event) -> dict:
     def plain(v):
         if isinstance(v, tuple):
             return [plain(x) for x in v]
+        if isinstance(v, BgpPath):
+            return {"prefix": str(v.prefix), **plain(v.attributes)}
         if dataclasses.is_dataclass(v):
             return {k: plain(x) for k, x in dataclasses.asdict(v).items()}
         if isinstance(v, (IPv4Address, IPv4Network)):

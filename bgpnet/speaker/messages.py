@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
-from bgpnet.model import Path
+from bgpnet.model import Path, PathAttributes, Prefix
 
 
 class MessageError(ValueError):
@@ -89,11 +89,25 @@ def _ip(value: Any, where: str) -> IPv4Address:
         raise MessageError(f"{where}: not an IPv4 address: {value!r:.60}") from e
 
 
-def _net(value: Any, where: str) -> IPv4Network:
+def _net(value: Any, where: str) -> Prefix:
     try:
-        return IPv4Network(value)
-    except ValueError as e:
+        return Prefix.parse(value)
+    except (ValueError, TypeError) as e:
         raise MessageError(f"{where}: not an IPv4 prefix: {value!r:.60}") from e
+
+
+def _nlri(items: Any, where: str) -> list[Prefix]:
+    """The prefixes of an ExaBGP NLRI list [{"nlri": "a.b.c.d/len"}, ...]."""
+    if not isinstance(items, list):
+        raise MessageError(f"{where}: expected a list of NLRI, got {type(items).__name__}")
+    parse = Prefix.parse
+    try:
+        return [parse(item["nlri"]) for item in items]
+    except (ValueError, TypeError, KeyError):
+        pass  # find the culprit, slowly, for the message
+    for item in items:
+        _net(_get(item, "nlri", str, where), where)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _as_path(attrs: dict, where: str) -> tuple[int, ...]:
@@ -181,14 +195,11 @@ def _paths(announce: Any, attrs: dict, peer: IPv4Address, peer_asn: int, ibgp: b
         cluster_list=_cluster_list(attrs, f"{where}.attribute"),
     )
     paths = []
+    of = Path.of
     for next_hop, nlris in family.items():
         nh_where = f"{where}.{FAMILY}.{next_hop}"
-        nh = _ip(next_hop, nh_where)
-        if not isinstance(nlris, list):
-            raise MessageError(f"{nh_where}: expected a list of NLRI, got {type(nlris).__name__}")
-        for item in nlris:
-            prefix = _net(_get(item, "nlri", str, nh_where), nh_where)
-            paths.append(Path(prefix=prefix, next_hop=nh, **common))
+        attributes = PathAttributes(next_hop=_ip(next_hop, nh_where), **common)
+        paths += [of(prefix, attributes) for prefix in _nlri(nlris, nh_where)]
     return paths
 
 
@@ -196,7 +207,7 @@ def _withdrawn(withdraw: Any, where: str) -> list[IPv4Network]:
     family = _family(withdraw, list, "NLRI list", where)
     if family is None:
         return []
-    return [_net(_get(item, "nlri", str, f"{where}.{FAMILY}"), f"{where}.{FAMILY}") for item in family]
+    return _nlri(family, f"{where}.{FAMILY}")
 
 
 def _notified(reason: str) -> bool:

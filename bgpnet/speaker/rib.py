@@ -46,6 +46,7 @@ class Rib:
         self._in: dict[IPv4Address, dict[IPv4Network, Path]] = {}
         self._stale: dict[IPv4Address, set[IPv4Network]] = {}
         self._best: dict[IPv4Network, tuple[Path, ...]] = {}
+        self._candidates: dict[IPv4Network, dict[IPv4Address, Path]] = {}  # prefix -> peer -> path
 
     # -- queries
     def peers(self) -> set[IPv4Address]:
@@ -82,24 +83,38 @@ class Rib:
         return set()
 
     def _update(self, u: Update) -> set[IPv4Network]:
-        table = self._in.setdefault(u.peer, {})
-        stale = self._stale.get(u.peer, set())
+        peer = u.peer
+        table = self._in.setdefault(peer, {})
+        stale = self._stale.get(peer)
+        candidates = self._candidates
         touched: set[IPv4Network] = set()
         for prefix in u.withdrawn:
             if table.pop(prefix, None) is not None:
                 touched.add(prefix)
-            stale.discard(prefix)
+                paths = candidates[prefix]
+                del paths[peer]
+                if not paths:
+                    del candidates[prefix]
         for path in u.announced:
-            if path.peer != u.peer:
-                raise ValueError(f"path {path.prefix} from {path.peer} in an update from {u.peer}")
-            table[path.prefix] = path
-            stale.discard(path.prefix)
-            touched.add(path.prefix)
+            if path.peer is not peer and path.peer != peer:
+                raise ValueError(f"path {path.prefix} from {path.peer} in an update from {peer}")
+            prefix = path.prefix
+            table[prefix] = path
+            paths = candidates.get(prefix)
+            if paths is None:
+                candidates[prefix] = {peer: path}
+            else:
+                paths[peer] = path
+            touched.add(prefix)
+        if stale:
+            stale.difference_update(u.withdrawn)
+            stale.difference_update(p.prefix for p in u.announced)
         return self._reselect(touched)
 
     def drop_peer(self, peer: IPv4Address) -> set[IPv4Network]:
         table = self._in.pop(peer, {})
         self._stale.pop(peer, None)
+        self._forget(peer, table)
         if table:
             log.info("dropped %d paths from peer %s", len(table), peer)
         return self._reselect(set(table))
@@ -125,19 +140,38 @@ class Rib:
         table = self._in.get(peer, {})
         for prefix in stale:
             table.pop(prefix, None)
+        self._forget(peer, stale)
         if stale:
             log.info("peer %s: swept %d stale paths", peer, len(stale))
         return self._reselect(stale)
 
+    def _forget(self, peer: IPv4Address, prefixes) -> None:
+        candidates = self._candidates
+        for prefix in prefixes:
+            paths = candidates.get(prefix)
+            if paths is not None and paths.pop(peer, None) is not None and not paths:
+                del candidates[prefix]
+
     def _reselect(self, prefixes: set[IPv4Network]) -> set[IPv4Network]:
         changed = set()
+        candidates, best = self._candidates, self._best
         for prefix in prefixes:
-            candidates = [t[prefix] for t in self._in.values() if prefix in t]
-            new = select_best(candidates)
-            if new != self._best.get(prefix, ()):
-                changed.add(prefix)
-                if new:
-                    self._best[prefix] = new
-                else:
-                    self._best.pop(prefix, None)
+            paths = candidates.get(prefix)
+            old = best.get(prefix, ())
+            if paths is None:
+                if old:
+                    del best[prefix]
+                    changed.add(prefix)
+                continue
+            if len(paths) == 1:  # the common case: one peer has it
+                [path] = paths.values()
+                if len(old) == 1 and (old[0] is path or old[0] == path):
+                    continue
+                new = (path,)
+            else:
+                new = select_best(paths.values())
+                if new == old:
+                    continue
+            best[prefix] = new
+            changed.add(prefix)
         return changed

@@ -73,3 +73,39 @@ def test_as_path_loop_rejected():
     accepted, rejected, _ = select_imports([looped, fine], RULES, local_asn=64512)
     assert list(accepted) == [N("10.244.3.0/26")]
     assert "contains our AS 64512 (loop)" in rejected[N("10.244.2.0/26")]
+
+
+def reference_check_import(prefix, rules):
+    """check_import as first written, with IPv4Network.subnet_of: the oracle for the integer version."""
+    if prefix == N("0.0.0.0/0"):
+        return None if rules.accept_default else "default route not accepted (accept_default is off)"
+    for own in rules.own:
+        if prefix == own:
+            return f"{prefix} is this node's own prefix"
+        if prefix.subnet_of(own) and prefix.prefixlen < 32:
+            return f"{prefix} is a more-specific of this node's prefix {own}"
+    if any(prefix.subnet_of(net) for net in rules.allow):
+        return None
+    if prefix in rules.blocks:
+        return None
+    covering = sorted((b for b in rules.blocks if prefix.subnet_of(b)), key=lambda b: b.prefixlen)
+    if prefix.prefixlen == 32 and any(prefix.subnet_of(p) for p in rules.pools):
+        return None
+    if covering:
+        return f"{prefix} is a more-specific of block {covering[0]}"
+    if any(prefix.subnet_of(p) for p in rules.pools):
+        return f"{prefix} is inside a pool but is not a known block"
+    return f"{prefix} is outside every IP pool and the allow-list"
+
+
+# prefixes from a small space, so that pools, blocks, own prefixes and candidates often nest
+small_nets = st.builds(lambda a, n: IPv4Network((0x0AF40000 + (a << 4), n), strict=False),
+                       st.integers(0, 4095), st.integers(14, 32))
+
+
+@given(st.lists(small_nets, max_size=3), st.lists(small_nets, max_size=8), st.lists(small_nets, max_size=2),
+       st.lists(small_nets, max_size=2), st.booleans(), st.lists(small_nets, min_size=1, max_size=10))
+def test_check_import_agrees_with_subnet_of(pools, blocks, own, allow, accept_default, candidates):
+    rules = build_rules(pools, blocks, own, allow, accept_default)
+    for prefix in [*candidates, N("0.0.0.0/0"), *blocks[:2]]:
+        assert check_import(prefix, rules) == reference_check_import(prefix, rules)

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgpnet.errors import ValidationError
-from bgpnet.ipip.plan import EncapPolicy, Vtep, plan_routes, policy_for
+from bgpnet.ipip.plan import EncapPolicy, Vtep, _policy_lookup, plan_routes, policy_for
 from bgpnet.model import NextHop, Path, Route
 
 N = IPv4Network
@@ -160,3 +160,18 @@ def test_plan_is_independent_of_input_order(ps, own, policies, rnd):
     assert len({r.dst for r in first}) == len(first)
     assert all(nh.gateway != NODE.ip for r in first for nh in r.nexthops)
     assert {r.dst for r in first if r.kind == "blackhole"} == set(own)
+
+
+pool_nets = st.builds(lambda a, n: IPv4Network((0x0AF40000 + (a << 8), n), strict=False),
+                      st.integers(0, 255), st.integers(14, 26))
+policies_st = st.lists(st.builds(EncapPolicy, st.sampled_from(["none", "ipip", "vxlan"]),
+                                 st.sampled_from(["Always", "CrossSubnet", "Never"]),
+                                 st.lists(pool_nets, max_size=2).map(tuple)), max_size=4)
+
+
+@given(policies_st, st.lists(pool_nets, min_size=1, max_size=8))
+def test_policy_lookup_agrees_with_policy_for(policies, destinations):
+    """plan_routes looks policies up on integer keys; the result is policy_for's, ties and catch-alls too."""
+    lookup = _policy_lookup(policies)
+    for dst in destinations:
+        assert lookup(dst) is policy_for(dst, policies)

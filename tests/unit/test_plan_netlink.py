@@ -187,3 +187,22 @@ def test_error_parsing_with_extended_ack_text():
     )
     plain = memoryview(error_message(6, 0, None))
     assert nl._parse_error(plain, 0, len(plain), 0) == (0, "")
+
+
+@pytest.mark.parametrize(("op", "route"), [(op, route) for op, route, _ in CASES],
+                         ids=lambda x: x.describe() if isinstance(x, Route) else None)
+def test_route_packer_packs_what_pack_route_packs(op, route):
+    """The packer reuses the parts of a first message for later routes of the same shape."""
+    packer = nl.RoutePacker(201, route.table, IFINDEX.__getitem__)
+    others = [Route(N(f"10.{i}.{j}.0/{route.dst.prefixlen}"), route.nexthops, route.kind, route.table)
+              for i, j in ((1, 0), (200, 64), (7, 128))]
+    for seq, r in enumerate([route, *others], start=10):
+        assert packer.pack(op, r, seq) == nl.pack_route(op, r, seq, 201, route.table, IFINDEX.__getitem__)
+
+
+def test_route_packer_keeps_failing_for_an_unknown_device():
+    packer = nl.RoutePacker(201, 254, IFINDEX.__getitem__)
+    bad = Route(N("10.0.0.0/8"), (NextHop(A("1.2.3.4"), "nope", True),))
+    for _ in range(2):
+        with pytest.raises(LookupError):
+            packer.pack("replace", bad, 1)
