@@ -29,7 +29,11 @@ from bgpnet.ipip.dataplane import pools_from_objects
 log = logging.getLogger(__name__)
 
 # Datastore kinds whose changes alter peering or announcements.
-STATUS_EVERY = 1.0  # seconds: status.json is rewritten at most this often during a burst of BGP updates
+# status.json lists every route (~50 ms to write at 10k): during a burst of BGP updates it waits until the
+# routes have been quiet this long (seconds), unless it is older than STATUS_MAX_AGE
+STATUS_QUIET = 0.25
+STATUS_MAX_AGE = 5.0
+MERGE_DELAY = 0.005  # seconds: the first update of a burst waits this long for more before an apply
 PEERING_KINDS = (kinds.NODE, kinds.IPAM_BLOCK, kinds.BLOCK_AFFINITY, kinds.IP_POOL, kinds.BGP_PEER,
                  kinds.BGP_CONFIGURATION)
 # Cluster-wide BGP settings a `BGPConfiguration` named "default" may set over the config file's values
@@ -410,6 +414,7 @@ class Agent:
         self._dirty = Dirty()
         self._status_at = 0.0
         self._status_due = False
+        self._routes_changed_at = 0.0
         self._installed_by_dst: dict = {}  # destination -> Route as last written
         self._refresh_lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -849,7 +854,8 @@ class Agent:
                     self._dirty.set()
             if not self._synced and self.in_sync(now):
                 self._dirty.set()
-            if self._status_due:
+            if self._status_due and (now - self._routes_changed_at >= STATUS_QUIET
+                                     or now - self._status_at >= STATUS_MAX_AGE):
                 self._write_status()
             if self.cfg.ipam.gc_interval and now >= next_gc:
                 next_gc = now + self.cfg.ipam.gc_interval
@@ -918,10 +924,13 @@ class Agent:
     async def _reconcile_loop(self) -> None:
         backoff = 0.5
         loop = asyncio.get_running_loop()
+        merge = True
         while True:
             await self._dirty.wait()
-            await asyncio.sleep(0.02)  # merge a burst of updates into one apply
+            if merge:  # a burst may be starting: let it gather into one apply
+                await asyncio.sleep(MERGE_DELAY)
             changed = self._dirty.take()
+            merge = True
             self._reflect()
             if self.speaker.hold_eor and self.in_sync(loop.time()):
                 self.speaker.release_eor()  # our reflected routes are complete now: peers may sweep
@@ -955,13 +964,16 @@ class Agent:
                 self._dirty.set()
             else:
                 backoff = 0.5
+            # more came in while we wrote: the burst is on and has gathered already, go again at once
+            merge = not self._dirty.is_set()
             if result.added or result.replaced or result.removed or result.errors:
                 log.info("routes: %s", result.summary())
             self.last_apply = result.summary()
-            if changed is None or loop.time() - self._status_at >= STATUS_EVERY:
+            if changed is None:
                 self._write_status()
-            else:  # mid-burst: status.json (every route, sorted) costs ~50 ms at 10k; the timer writes it
+            else:  # maybe mid-burst: the timer writes it once routes are quiet
                 self._status_due = True
+                self._routes_changed_at = loop.time()
 
     def status(self, state: str = "running") -> dict:
         peers = []

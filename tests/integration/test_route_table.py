@@ -185,3 +185,28 @@ def test_apply_changes_writes_only_the_delta_and_never_overwrites_others(node, t
                                                          N("10.244.4.0/26")}}) | {new, moved}
         assert rt.read() == expected
         assert "10.99.0.0/24 via 192.168.1.12 dev eth1 proto static" in node.run("ip", "route", "show")
+
+
+def test_bulk_writer_reports_failures_first_last_and_whole_batches(node):
+    """Only a batch's last message asks for an ack; failures anywhere, that last one included, and a batch
+    where everything fails are still mapped to their own changes."""
+    from bgpnet.ipip.netlink import BulkWriter, open_socket
+
+    def ok(n):
+        return ("add", Route(N(f"10.200.{n}.0/24"), (NextHop(A("192.168.1.11")),)))
+
+    def bad(n):
+        return ("add", Route(N(f"10.201.{n}.0/24"), (NextHop(A("172.31.0.1")),)))  # no route to it
+
+    # batches of 3: [ok ok BAD] [BAD ok ok] [BAD BAD BAD] [ok ok] ; a delete of a route that is not there
+    changes = [ok(1), ok(2), bad(3), bad(4), ok(5), ok(6), bad(7), bad(8), bad(9), ok(10), ok(11),
+               ("delete", Route(N("10.202.0.0/24"), kind="blackhole"))]
+    with open_socket(node.name) as sock:
+        writer = BulkWriter(sock)
+        errors = writer.write(changes, RTPROT_BGPNET, 254, lambda dev: 1, batch=3)
+        assert sorted(errors) == [2, 3, 6, 7, 8, 11]
+        assert all("ENETUNREACH" in errors[i] for i in (2, 3, 6, 7, 8)) and "ESRCH" in errors[11]
+        # the socket is clean for the next write: nothing stale is read as its answer
+        assert writer.write([ok(12), bad(13)], RTPROT_BGPNET, 254, lambda dev: 1) == {1: errors[2]}
+    listed = {line.split()[0] for line in routes_text(node).splitlines()}
+    assert listed == {f"10.200.{n}.0/24" for n in (1, 2, 5, 6, 10, 11, 12)}
