@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, fields
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 from operator import attrgetter
 
 _NETMASKS = tuple((0xFFFFFFFF << (32 - n)) & 0xFFFFFFFF for n in range(33))
 _NETMASK_ADDRESSES = tuple(IPv4Address(m) for m in _NETMASKS)
+_LENGTHS = {str(n): n for n in range(33)}
 
 
 def prefix_key(net: IPv4Network) -> tuple[int, int]:
@@ -42,14 +44,13 @@ class Prefix(IPv4Network):
     @classmethod
     def parse(cls, text: str) -> Prefix:
         """Strict "a.b.c.d/len" (what BGP speakers print); ValueError for anything else."""
-        addr, sep, length = text.partition("/")
-        if not sep or not length.isdigit() or len(length) > 2 or not length.isascii():
-            raise ValueError(f"{text!r} is not an IPv4 prefix a.b.c.d/len")
+        addr, _, length = text.partition("/")
         try:
-            packed = socket.inet_pton(socket.AF_INET, addr)
-        except OSError:
+            n = _LENGTHS[length]  # "0".."32" only: no sign, spaces, leading zeros or other digits
+            address = int.from_bytes(socket.inet_pton(socket.AF_INET, addr), "big")
+        except (KeyError, OSError):
             raise ValueError(f"{text!r} is not an IPv4 prefix a.b.c.d/len") from None
-        return cls.from_int(int.from_bytes(packed, "big"), int(length))
+        return cls.from_int(address, n)
 
     @classmethod
     def from_int(cls, address: int, length: int) -> Prefix:
@@ -63,12 +64,16 @@ class Prefix(IPv4Network):
         # the time. tests/unit/test_prefix.py holds this to IPv4Network's own result.
         self = object.__new__(cls)
         d = self.__dict__
-        d["network_address"] = IPv4Address(address)
         d["netmask"] = _NETMASK_ADDRESSES[length]
         d["_prefixlen"] = length
         d["_key"] = (address, length)
         d["_hash"] = hash(address ^ _NETMASKS[length])
         return self
+
+    @cached_property
+    def network_address(self) -> IPv4Address:
+        """Made on first use (IPv4Network makes it up front): BGP tables seldom need it."""
+        return IPv4Address(self._key[0])
 
     def __hash__(self) -> int:
         return self._hash

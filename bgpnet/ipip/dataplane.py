@@ -119,11 +119,10 @@ class Dataplane:
             self._nat_applied = plan.nat
         return self.route_table.apply(self._resolved(plan.routes))
 
-    def _resolved(self, routes: Iterable[Route]) -> set[Route]:
+    def _resolved(self, routes: Iterable[Route]) -> list[Route]:
         """A native route to a node behind a router (mode Never across subnets) goes via that router."""
-        routes = set(routes)
         lookup = getattr(self.route_table, "gateway_towards", None)
-        return resolve_gateways(routes, lookup) if lookup is not None else routes
+        return resolve_gateways(routes, lookup) if lookup is not None else list(routes)
 
     def apply_route_changes(self, sub: DataplanePlan, routes: Sequence[Route], removed: Sequence[IPv4Network],
                             installed: Container[IPv4Network]):
@@ -132,4 +131,4 @@ class Dataplane:
         (e.g. a new VXLAN neighbour among the changed paths): those need the full apply."""
         if sub.tunnels != self._tunnels_applied or sub.nat != self._nat_applied:
             return None
-        return self.route_table.apply_changes(list(self._resolved(routes)), removed, installed)
+        return self.route_table.apply_changes(self._resolved(routes), removed, installed)

@@ -220,7 +220,7 @@ class RouteTable:
         failed = self._write(changes)
         result = ApplyResult()
         for i, change in enumerate(changes):
-            err = failed.get(i)
+            err = failed.get(i) if failed else None
             if change.op == "delete":
                 if err is None or "errno 3," in err or "(errno 3)" in err:  # ESRCH: someone removed it
                     result.removed += 1

@@ -176,7 +176,7 @@ def _policy_lookup(policies: Sequence[EncapPolicy]) -> Callable[[IPv4Network], E
 
 def resolve_gateways(
     routes: Iterable[Route], lookup: Callable[[IPv4Address], IPv4Address | None]
-) -> set[Route]:
+) -> list[Route]:
     """Native next hops that are not on a connected subnet, resolved to the hop the kernel uses to reach
     them, as BIRD's `gateway recursive` does for iBGP: the kernel refuses `via G` for a G behind a router.
 
@@ -204,14 +204,14 @@ def resolve_gateways(
         # the common case (every next hop on a connected subnet) keeps the planned route as it is
         return tuple(sorted(out, key=hop_sort_key)) if changed else None
 
-    routes_out = set()
+    routes_out = []
     for route in routes:
-        if route.kind != "unicast":
-            routes_out.add(route)
-            continue
-        key = id(route.nexthops)
-        if key not in resolved:
-            resolved[key] = resolve(route.nexthops)
-        hops = resolved[key]
-        routes_out.add(route if hops is None else Route(route.dst, hops, route.kind, route.table))
+        if route.kind == "unicast":
+            key = id(route.nexthops)
+            if key not in resolved:
+                resolved[key] = resolve(route.nexthops)
+            hops = resolved[key]
+            if hops is not None:
+                route = Route(route.dst, hops, route.kind, route.table)
+        routes_out.append(route)
     return routes_out

@@ -46,7 +46,7 @@ class Rib:
         self._in: dict[IPv4Address, dict[IPv4Network, Path]] = {}
         self._stale: dict[IPv4Address, set[IPv4Network]] = {}
         self._best: dict[IPv4Network, tuple[Path, ...]] = {}
-        self._candidates: dict[IPv4Network, dict[IPv4Address, Path]] = {}  # prefix -> peer -> path
+        self._candidates: dict[IPv4Network, dict[int, Path]] = {}  # prefix -> int(peer) -> path
 
     # -- queries
     def peers(self) -> set[IPv4Address]:
@@ -84,6 +84,7 @@ class Rib:
 
     def _update(self, u: Update) -> set[IPv4Network]:
         peer = u.peer
+        key = int(peer)  # candidates are keyed by the peer's int: IPv4Address hashes through hex()
         table = self._in.setdefault(peer, {})
         stale = self._stale.get(peer)
         candidates = self._candidates
@@ -92,7 +93,7 @@ class Rib:
             if table.pop(prefix, None) is not None:
                 touched.add(prefix)
                 paths = candidates[prefix]
-                del paths[peer]
+                del paths[key]
                 if not paths:
                     del candidates[prefix]
         for path in u.announced:
@@ -102,9 +103,9 @@ class Rib:
             table[prefix] = path
             paths = candidates.get(prefix)
             if paths is None:
-                candidates[prefix] = {peer: path}
+                candidates[prefix] = {key: path}
             else:
-                paths[peer] = path
+                paths[key] = path
             touched.add(prefix)
         if stale:
             stale.difference_update(u.withdrawn)
@@ -146,10 +147,10 @@ class Rib:
         return self._reselect(stale)
 
     def _forget(self, peer: IPv4Address, prefixes) -> None:
-        candidates = self._candidates
+        candidates, key = self._candidates, int(peer)
         for prefix in prefixes:
             paths = candidates.get(prefix)
-            if paths is not None and paths.pop(peer, None) is not None and not paths:
+            if paths is not None and paths.pop(key, None) is not None and not paths:
                 del candidates[prefix]
 
     def _reselect(self, prefixes: set[IPv4Network]) -> set[IPv4Network]:
