@@ -32,10 +32,11 @@ class LabError(BgpnetError):
     """The lab or one of its routers could not be brought up (the message says which and why)."""
 
 
-def _spawn(ns: Netns, name: str, argv: Sequence[str], log_path: Path, env: dict | None) -> tuple[Proc, object]:
+def _spawn(ns: Netns, name: str, argv: Sequence[str], log_path: Path, env: dict | None,
+           cwd: Path | None = None) -> tuple[Proc, object]:
     with open(log_path, "ab") as out:
         p = ns.popen([str(a) for a in argv], stdout=out, stderr=subprocess.STDOUT,
-                     env={**os.environ, **env} if env else None)
+                     env={**os.environ, **env} if env else None, cwd=cwd)
     return Proc.of(name, p.pid, str(log_path)), p
 
 
@@ -231,9 +232,11 @@ def start_agent(ns: Netns, config_path: str | Path, run_dir: str | Path, *, env:
     venv_bin = os.path.dirname(sys.executable)  # so the agent finds the `exabgp` next to this python
     path = os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
     agent_env = {"PYTHONPATH": package_root(), "PATH": f"{venv_bin}:{path}", **(env or {})}
-    argv = [sys.executable, "-m", "bgpnet", "agent", "--config", str(config_path), "--run-dir", str(run_dir),
-            *extra_args]
-    proc, popen = _spawn(ns, "bgpnet-agent", argv, run_dir / "agent.log", agent_env)
+    argv = [sys.executable, "-m", "bgpnet", "agent", "--config", str(Path(config_path).absolute()),
+            "--run-dir", str(run_dir), *extra_args]
+    # cwd: `python -m` puts the working directory first on sys.path, before PYTHONPATH; a checkout there
+    # would win over the package that `env` asks for (bench_e2e --compare runs another checkout's agent)
+    proc, popen = _spawn(ns, "bgpnet-agent", argv, run_dir / "agent.log", agent_env, cwd=run_dir)
     log.info("bgpnet agent started in %s (pid %s)", ns.name, proc.pid)
     return AgentHandle(ns=ns, run_dir=run_dir, procs=[proc], _popens=[popen])
 
