@@ -180,6 +180,10 @@ def exabgp_env(listen_address: IPv4Address | None, port: int, run_dir: Path) -> 
         "exabgp_log_routes": "false",
         "exabgp_log_configuration": "false",
         "exabgp_log_statistics": "false",  # a line per keepalive otherwise
+        # The reactor's poll timeout when idle is speed/100 s: 10 ms by default, 100 wake-ups a second and
+        # most of the idle CPU. Sockets and the API pipe wake it at once whatever the value; only timers
+        # (keepalive, hold, connect retries) are checked this coarsely.
+        "exabgp_reactor_speed": "5.0",
     }
 
 
