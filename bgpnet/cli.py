@@ -11,7 +11,7 @@ from bgpnet.errors import BgpnetError
 
 # Each module adds its own subcommands with `register(subparsers)`; handlers take args and return a status.
 COMMAND_MODULES = (
-    "bgpnet.agent",
+    "bgpnet.agent_cli",
     "bgpnet.lab.cli",
     "bgpnet.ipam.cli",
     "bgpnet.felix.cli",

@@ -4,11 +4,11 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 
-from bgpnet.agent import all_peers, desired_neighbors, import_rules, node_record, read_passwords
 from bgpnet.config import AgentConfig, build
 from bgpnet.datastore.base import Object
 from bgpnet.errors import ConfigError
 from bgpnet.filters import check_import
+from bgpnet.peering import all_peers, desired_neighbors, import_rules, node_record, read_passwords
 
 A = IPv4Address
 
@@ -101,7 +101,7 @@ def test_node_address_is_never_a_peer():
 
 
 def test_cluster_bgp_configuration_overrides_file_defaults(caplog):
-    from bgpnet.agent import effective_config
+    from bgpnet.peering import effective_config
 
     c = cfg(bgp={"hold_time": 30})
     eff = effective_config(c, Object("BGPConfiguration", "default",

@@ -5,7 +5,12 @@ from ipaddress import IPv4Address, IPv4Network
 
 import pytest
 
-from bgpnet.agent import (
+from bgpnet.config import AgentConfig, build, resolve
+from bgpnet.datastore.base import Object
+from bgpnet.errors import ConfigError
+from bgpnet.filters import ImportRules, select_imports
+from bgpnet.model import Path
+from bgpnet.peering import (
     all_peers,
     desired_neighbors,
     export_attributes,
@@ -14,11 +19,6 @@ from bgpnet.agent import (
     reflected_routes,
     session_hint,
 )
-from bgpnet.config import AgentConfig, build, resolve
-from bgpnet.datastore.base import Object
-from bgpnet.errors import ConfigError
-from bgpnet.filters import ImportRules, select_imports
-from bgpnet.model import Path
 from bgpnet.speaker.messages import Update, parse_message
 from bgpnet.speaker.render import Neighbor, announce_command, render_neighbor
 
