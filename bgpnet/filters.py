@@ -14,8 +14,6 @@ from ipaddress import IPv4Network
 
 from bgpnet.model import covers, prefix_key, supernet_key
 
-DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
-
 
 @dataclass(frozen=True)
 class ImportRules:

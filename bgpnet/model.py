@@ -56,6 +56,8 @@ class Prefix(IPv4Network):
     def from_int(cls, address: int, length: int) -> Prefix:
         if not 0 <= length <= 32:
             raise ValueError(f"prefix length {length} is not 0-32")
+        if not 0 <= address <= 0xFFFFFFFF:
+            raise ValueError(f"address {address} is not a 32-bit number")
         if address & ~_NETMASKS[length] & 0xFFFFFFFF:
             raise ValueError(f"{IPv4Address(address)}/{length} has host bits set")
         if length >= 31:

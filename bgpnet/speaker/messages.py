@@ -92,7 +92,7 @@ def _ip(value: Any, where: str) -> IPv4Address:
 def _net(value: Any, where: str) -> Prefix:
     try:
         return Prefix.parse(value)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, AttributeError) as e:
         raise MessageError(f"{where}: not an IPv4 prefix: {value!r:.60}") from e
 
 
@@ -103,7 +103,7 @@ def _nlri(items: Any, where: str) -> list[Prefix]:
     parse = Prefix.parse
     try:
         return [parse(item["nlri"]) for item in items]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, AttributeError):
         pass  # find the culprit, slowly, for the message
     for item in items:
         _net(_get(item, "nlri", str, where), where)

@@ -35,6 +35,12 @@ def test_parse_refuses_what_is_not_a_plain_prefix(text):
         Prefix.parse(text)
 
 
+@pytest.mark.parametrize(("address", "length"), [(-1, 8), (2**32, 8), (0, 33), (0, -1), (1, 31)])
+def test_from_int_refuses_what_is_not_a_prefix(address, length):
+    with pytest.raises(ValueError):
+        Prefix.from_int(address, length)
+
+
 @given(networks, networks)
 def test_covers_is_subnet_of(a, b):
     assert covers(prefix_key(a), prefix_key(b)) == b.subnet_of(a)

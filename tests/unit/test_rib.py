@@ -53,6 +53,17 @@ def test_rib_updates_and_changes():
     assert rib.apply(Update(b, (), (P1,))) == set()  # withdrawing the unknown changes nothing
 
 
+def test_new_communities_alone_are_a_change():
+    """The best path carries what a reflector passes on: a re-announcement that changes only communities
+    must replace it (routes in the kernel stay equal, so nothing is rewritten there)."""
+    rib = Rib()
+    a = A("10.0.0.2")
+    rib.apply(Update(a, (path(communities=("65000:1",)),), ()))
+    assert rib.apply(Update(a, (path(communities=("65000:2",)),), ())) == {P1}
+    assert rib.best()[P1][0].communities == ("65000:2",)
+    assert rib.apply(Update(a, (path(communities=("65000:2",)),), ())) == set()  # the same again: no change
+
+
 def test_graceful_restart_stale_and_sweep():
     rib = Rib()
     a = A("10.0.0.2")

@@ -113,6 +113,14 @@ def test_other_families_are_ignored(line):
         (lambda m: m["neighbor"]["asn"].update(peer="65002"), "neighbor.asn.peer: expected int"),
         (lambda m: m["neighbor"]["message"]["update"]["announce"]["ipv4 unicast"].update(
             {"10.77.0.2": [{"nlri": "10.99.1.1/26"}]}), "not an IPv4 prefix"),
+        (lambda m: m["neighbor"]["message"]["update"]["announce"]["ipv4 unicast"].update(
+            {"10.77.0.2": [{"nlri": "10.99.1.0/26"}, {"nlri": 5}]}), "nlri: expected str, got int 5"),
+        (lambda m: m["neighbor"]["message"]["update"]["announce"]["ipv4 unicast"].update(
+            {"10.77.0.2": [{"nlri": "10.99.1.0/26"}, "10.99.2.0/26"]}), "expected an object, got str"),
+        (lambda m: m["neighbor"]["message"]["update"]["announce"]["ipv4 unicast"].update(
+            {"10.77.0.2": [{"prefix": "10.99.1.0/26"}]}), "missing 'nlri'"),
+        (lambda m: m["neighbor"]["message"]["update"].update(withdraw={"ipv4 unicast": [{"nlri": None}]}),
+         "update.withdraw.ipv4 unicast.nlri: expected str"),
         (lambda m: m["neighbor"]["message"]["update"]["attribute"].update(origin="bgp"), "unknown origin"),
         (lambda m: m["neighbor"]["message"]["update"]["attribute"].update(med=-3), "attribute.med"),
         (lambda m: m["neighbor"]["message"]["update"]["attribute"].update(community=[[1, 2, 3]]), "community"),
