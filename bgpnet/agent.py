@@ -601,17 +601,13 @@ class Agent:
         no kernel read, which cost ~0.1 s each at 10k routes. None when the change reaches beyond those
         routes (tunnel devices, VXLAN neighbours, NAT): the caller then does the full apply. Full applies
         also run on every other change and on the resync timer, which repairs any drift."""
-        from bgpnet.ipip.dataplane import plan_dataplane
+        from bgpnet.ipip.dataplane import plan_changes
 
-        best = self.rib.best_of(changed)
-        sub = plan_dataplane(best, self.prefixes, self.cfg.node.address, self.pools, self.underlay_mtu,
-                             self.tunnel_address)
         have = self._installed_by_dst
-        planned = {r.dst: r for r in sub.routes if r.dst in changed}
-        routes = [r for dst, r in planned.items() if have.get(dst) != r]
-        own = set(self.prefixes)
-        removed = [dst for dst in changed if dst not in planned and dst not in own and dst in have]
-        result = await asyncio.to_thread(self.dataplane.apply_route_changes, sub, routes, removed, have)
+        changes = plan_changes(self.rib.best_paths, changed, have, self.prefixes, self.cfg.node.address,
+                               self.pools, self.underlay_mtu, self.tunnel_address)
+        routes, removed = changes.routes, changes.removed
+        result = await asyncio.to_thread(self.dataplane.apply_route_changes, changes, have)
         if result is None:
             return None
         failed = {r.dst for r, _ in result.errors}

@@ -14,7 +14,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from bgpnet.errors import KernelFeatureMissing
 from bgpnet.ipip.nat import NatDriver, NatPlan, plan_nat
-from bgpnet.ipip.plan import ENCAPSULATIONS, MODES, EncapPolicy, plan_routes, resolve_gateways
+from bgpnet.ipip.plan import ENCAPSULATIONS, MODES, EncapPolicy, RoutePlanner, plan_routes, resolve_gateways
 from bgpnet.ipip.tunnel import NO_IPIP, TunnelDriver, TunnelPlan, plan_tunnels, vteps_from_paths
 from bgpnet.model import Path, Route
 
@@ -71,6 +71,45 @@ def plan_dataplane(best: Mapping[IPv4Network, Sequence[Path]], own: Iterable[IPv
     return DataplanePlan(frozenset(routes), tunnels, nat)
 
 
+@dataclass(frozen=True)
+class DataplaneChanges:
+    """What a full plan would change for some prefixes: their routes to write, the destinations whose route
+    goes, and the tunnels and NAT their paths need (a delta apply is only right while those stay as
+    applied)."""
+
+    tunnels: TunnelPlan
+    nat: NatPlan
+    routes: list[Route]
+    removed: list[IPv4Network]
+
+
+def plan_changes(best: Mapping[IPv4Network, Sequence[Path]], changed: Iterable[IPv4Network],
+                 installed: Mapping[IPv4Network, Route], own: Iterable[IPv4Network],
+                 node_address: IPv4Interface, pools: Sequence[Pool], underlay_mtu: int = 1500,
+                 tunnel_address: IPv4Address | None = None) -> DataplaneChanges:
+    """`plan_dataplane` for just the `changed` prefixes of `best` (all the best paths), against the routes
+    `installed` by destination: one pass over the changed prefixes, for a burst of BGP updates."""
+    own = list(own)
+    policies = [EncapPolicy(p.encapsulation, p.mode, (p.cidr,)) for p in pools]
+    vteps = {}
+    if any(p.encapsulation == "vxlan" for p in policies):
+        vteps = vteps_from_paths({dst: best[dst] for dst in changed if dst in best}, node_address.ip)
+    tunnels = plan_tunnels(policies, node_address.ip, own, underlay_mtu, vteps, address=tunnel_address)
+    nat = plan_nat((p.cidr, p.nat_outgoing) for p in pools)
+    planner = RoutePlanner(own, node_address, policies, vteps=vteps)
+    routes, removed = [], []
+    for dst in changed:
+        paths = best.get(dst)
+        route = planner.route(dst, paths) if paths else None
+        old = installed.get(dst)
+        if route is None:
+            if old is not None and dst not in planner.own:
+                removed.append(dst)
+        elif old != route:
+            routes.append(route)
+    return DataplaneChanges(tunnels, nat, routes, removed)
+
+
 def underlay_mtu(node_address: IPv4Interface, default: int = 1500) -> int:
     """MTU of the interface that carries the node's BGP address."""
     from pyroute2 import IPRoute
@@ -124,11 +163,10 @@ class Dataplane:
         lookup = getattr(self.route_table, "gateway_towards", None)
         return resolve_gateways(routes, lookup) if lookup is not None else list(routes)
 
-    def apply_route_changes(self, sub: DataplanePlan, routes: Sequence[Route], removed: Sequence[IPv4Network],
-                            installed: Container[IPv4Network]):
-        """Write only `routes` and `removed` (see RouteTable.apply_changes), given `sub`, the plan of just the
-        changed prefixes. None, writing nothing, when `sub`'s tunnels or NAT differ from what was applied
-        (e.g. a new VXLAN neighbour among the changed paths): those need the full apply."""
-        if sub.tunnels != self._tunnels_applied or sub.nat != self._nat_applied:
+    def apply_route_changes(self, changes: DataplaneChanges, installed: Container[IPv4Network]):
+        """Write only the changes' routes and removals (see RouteTable.apply_changes). None, writing
+        nothing, when their tunnels or NAT differ from what was applied (e.g. a new VXLAN neighbour among
+        the changed paths): those need the full apply."""
+        if changes.tunnels != self._tunnels_applied or changes.nat != self._nat_applied:
             return None
-        return self.route_table.apply_changes(self._resolved(routes), removed, installed)
+        return self.route_table.apply_changes(self._resolved(changes.routes), changes.removed, installed)

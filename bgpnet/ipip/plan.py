@@ -101,6 +101,58 @@ def next_hop_for(
     return NextHop(gateway=vtep.tunnel_address, dev=vxlan_dev, onlink=True)
 
 
+class RoutePlanner:
+    """The kernel route of one prefix at a time, as `plan_routes` plans them all: the agent plans just the
+    prefixes a burst of updates changed. Next hops are worked out once per (gateway, policy)."""
+
+    def __init__(
+        self,
+        own: Iterable[IPv4Network],
+        node_address: IPv4Interface,
+        policies: Sequence[EncapPolicy] = (),
+        tunnel_dev: str = "tunl0",
+        vxlan_dev: str = "vxlan.bgpnet",
+        vteps: Mapping[IPv4Address, Vtep] | None = None,
+    ):
+        self.own = set(own)
+        self._node_address, self._node_ip = node_address, node_address.ip
+        self._tunnel_dev, self._vxlan_dev, self._vteps = tunnel_dev, vxlan_dev, vteps or {}
+        self._policy_of = _policy_lookup(policies)
+        self._hops: dict[tuple[IPv4Address, EncapPolicy], NextHop | None] = {}
+        # per (path attributes, policy), by identity: the paths of one UPDATE share their attributes
+        self._single: dict[tuple[int, int], tuple[NextHop, ...]] = {}
+
+    def _hop(self, gateway: IPv4Address, policy: EncapPolicy) -> NextHop | None:
+        key = (gateway, policy)
+        if key not in self._hops:
+            if gateway == self._node_ip:
+                self._hops[key] = None
+            else:
+                self._hops[key] = next_hop_for(gateway, policy, self._node_address, self._tunnel_dev,
+                                               self._vxlan_dev, self._vteps)
+                if self._hops[key] is None:
+                    log.info("no VTEP known for next hop %s yet; its routes wait", gateway)
+        return self._hops[key]
+
+    def route(self, dst: IPv4Network, paths: Sequence[Path]) -> Route | None:
+        """The route for `dst` over its best `paths`; None for one of our own blocks (its blackhole is
+        planned apart) and when no path has a usable next hop."""
+        if dst in self.own:
+            return None
+        policy = self._policy_of(dst)
+        if len(paths) == 1:
+            attributes = paths[0].attributes
+            key = (id(attributes), id(policy))
+            nexthops = self._single.get(key)
+            if nexthops is None:
+                nh = self._hop(attributes.next_hop, policy)
+                nexthops = self._single[key] = (nh,) if nh is not None else ()
+        else:
+            found = {self._hop(path.next_hop, policy) for path in paths} - {None}
+            nexthops = tuple(sorted(found, key=hop_sort_key))
+        return Route(dst, nexthops) if nexthops else None
+
+
 def plan_routes(
     best: Mapping[IPv4Network, Sequence[Path]],
     own: Iterable[IPv4Network],
@@ -116,41 +168,12 @@ def plan_routes(
     inside our block (an address borrowed by another node, announced as a /32) is, since more specific wins.
     Paths whose next hop is this node are skipped: a route via ourselves would loop.
     """
-    vteps = vteps or {}
-    own_set = set(own)
-    routes: set[Route] = {Route(dst, kind="blackhole") for dst in own_set}
-    node_ip = node_address.ip
-    # the next hops per (gateway, policy): a table of 10k prefixes has a handful of each
-    hops_for: dict[tuple[IPv4Address, EncapPolicy], NextHop | None] = {}
-    # per (path attributes, policy), by identity: paths of one UPDATE share their attributes
-    single: dict[tuple[int, int], tuple[NextHop, ...]] = {}
-
-    def hop(gateway: IPv4Address, policy: EncapPolicy) -> NextHop | None:
-        key = (gateway, policy)
-        if key not in hops_for:
-            hops_for[key] = None if gateway == node_ip else next_hop_for(
-                gateway, policy, node_address, tunnel_dev, vxlan_dev, vteps)
-            if hops_for[key] is None and gateway != node_ip:
-                log.info("no VTEP known for next hop %s yet; its routes wait", gateway)
-        return hops_for[key]
-
-    policy_of = _policy_lookup(policies)
+    planner = RoutePlanner(own, node_address, policies, tunnel_dev, vxlan_dev, vteps)
+    routes: set[Route] = {Route(dst, kind="blackhole") for dst in planner.own}
     for dst, paths in best.items():
-        if dst in own_set:
-            continue
-        policy = policy_of(dst)
-        if len(paths) == 1:
-            attributes = paths[0].attributes
-            key = (id(attributes), id(policy))
-            nexthops = single.get(key)
-            if nexthops is None:
-                nh = hop(attributes.next_hop, policy)
-                nexthops = single[key] = (nh,) if nh is not None else ()
-        else:
-            found = {hop(path.next_hop, policy) for path in paths} - {None}
-            nexthops = tuple(sorted(found, key=hop_sort_key))
-        if nexthops:
-            routes.add(Route(dst, nexthops))
+        route = planner.route(dst, paths)
+        if route is not None:
+            routes.add(route)
     return routes
 
 

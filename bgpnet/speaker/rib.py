@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from ipaddress import IPv4Address, IPv4Network
+from types import MappingProxyType
 
 from bgpnet.model import Path
 from bgpnet.speaker.messages import EndOfRib, Event, PeerDown, SpeakerShutdown, Update
@@ -47,6 +48,7 @@ class Rib:
         self._stale: dict[IPv4Address, set[IPv4Network]] = {}
         self._best: dict[IPv4Network, tuple[Path, ...]] = {}
         self._candidates: dict[IPv4Network, dict[int, Path]] = {}  # prefix -> int(peer) -> path
+        self._best_view = MappingProxyType(self._best)
 
     # -- queries
     def peers(self) -> set[IPv4Address]:
@@ -64,9 +66,10 @@ class Rib:
     def best(self) -> dict[IPv4Network, tuple[Path, ...]]:
         return dict(self._best)
 
-    def best_of(self, prefixes: Iterable[IPv4Network]) -> dict[IPv4Network, tuple[Path, ...]]:
-        """The best paths of just these prefixes (those without any are left out)."""
-        return {p: self._best[p] for p in prefixes if p in self._best}
+    @property
+    def best_paths(self) -> Mapping[IPv4Network, tuple[Path, ...]]:
+        """The best paths of every prefix, read-only and live (no copy: for lookups in a burst)."""
+        return self._best_view
 
     # -- changes; each returns the prefixes whose best paths changed
     def apply(self, event: Event) -> set[IPv4Network]:

@@ -2,8 +2,11 @@
 
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from bgpnet.datastore.base import Object
-from bgpnet.ipip.dataplane import Pool, plan_dataplane, pools_from_objects
+from bgpnet.ipip.dataplane import Pool, plan_changes, plan_dataplane, pools_from_objects
 from bgpnet.model import NextHop, Path, Route
 
 N, A = IPv4Network, IPv4Address
@@ -70,3 +73,33 @@ def test_resolve_gateways_sends_native_routes_behind_a_router_via_the_router():
     assert Route(N("10.244.9.0/26"), (NextHop(A("10.0.1.1")),)) in got  # two hops, one router: merged
     assert onlink in got and Route(N("10.244.1.0/26"), kind="blackhole") in got  # never resolved
     assert len(got) == 5 and sorted(asked) == [A("10.0.1.12"), A("10.0.2.13"), A("10.0.2.14")]  # once each
+
+
+# -- plan_changes: the delta for the changed prefixes lands on the full plan's routes
+
+_DSTS = [N(f"10.244.{i}.0/26") for i in range(1, 9)] + [N("10.244.1.0/32"), N("10.64.0.0/24")]
+_HOPS = [A("10.0.1.12"), A("10.0.1.13"), A("10.0.2.13"), A("10.0.1.11")]  # .11 is this node
+_best_maps = st.dictionaries(st.sampled_from(_DSTS), st.lists(st.sampled_from(_HOPS), min_size=1, max_size=3,
+                                                              unique=True), max_size=len(_DSTS))
+_pool_sets = st.sampled_from([[], [Pool(N("10.244.0.0/16"), "ipip", "CrossSubnet")],
+                              [Pool(N("10.244.0.0/16"), "ipip", "Always"), Pool(N("10.64.0.0/16"))]])
+
+
+def _paths(hop_map):
+    return {dst: tuple(Path(dst, hop, hop) for hop in hops) for dst, hops in hop_map.items()}
+
+
+@given(_best_maps, _best_maps, _pool_sets, st.sets(st.sampled_from(_DSTS)))
+def test_plan_changes_lands_on_the_full_plan(old, new, pools, extra):
+    old, new = _paths(old), _paths(new)
+    installed = {r.dst: r for r in plan_dataplane(old, OWN, NODE, pools).routes}
+    full = plan_dataplane(new, OWN, NODE, pools)
+    changed = {dst for dst in set(old) | set(new) if old.get(dst) != new.get(dst)} | extra
+    changes = plan_changes(new, changed, installed, OWN, NODE, pools)
+    assert (changes.tunnels, changes.nat) == (full.tunnels, full.nat)
+    after = dict(installed)
+    for dst in changes.removed:
+        del after[dst]
+    after.update((r.dst, r) for r in changes.routes)
+    assert after == {r.dst: r for r in full.routes}
+    assert all(installed.get(r.dst) != r for r in changes.routes)  # nothing written that is already there
