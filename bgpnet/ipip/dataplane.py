@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -63,12 +63,22 @@ def plan_dataplane(best: Mapping[IPv4Network, Sequence[Path]], own: Iterable[IPv
     """`tunnel_address`: the tunnel devices' address, reserved in IPAM (default: first address of the
     lowest own prefix, fine for static pod CIDRs that IPAM does not hand out)."""
     own = list(own)
-    policies = [EncapPolicy(p.encapsulation, p.mode, (p.cidr,)) for p in pools]
-    vteps = vteps_from_paths(best, node_address.ip) if any(p.encapsulation == "vxlan" for p in policies) else {}
+    policies, vteps, tunnels, nat = _encapsulation(lambda: best, own, node_address, pools, underlay_mtu,
+                                                   tunnel_address)
     routes = plan_routes(best, own, node_address, policies, vteps=vteps)
+    return DataplanePlan(frozenset(routes), tunnels, nat)
+
+
+def _encapsulation(paths: Callable[[], Mapping[IPv4Network, Sequence[Path]]], own: list[IPv4Network],
+                   node_address: IPv4Interface, pools: Sequence[Pool], underlay_mtu: int,
+                   tunnel_address: IPv4Address | None):
+    """(policies, VTEPs, tunnel plan, NAT plan) for `pools`; `paths()`, the best paths the VTEPs come
+    from, is only asked for when a pool uses VXLAN."""
+    policies = [EncapPolicy(p.encapsulation, p.mode, (p.cidr,)) for p in pools]
+    vteps = vteps_from_paths(paths(), node_address.ip) if any(p.encapsulation == "vxlan" for p in policies) else {}
     tunnels = plan_tunnels(policies, node_address.ip, own, underlay_mtu, vteps, address=tunnel_address)
     nat = plan_nat((p.cidr, p.nat_outgoing) for p in pools)
-    return DataplanePlan(frozenset(routes), tunnels, nat)
+    return policies, vteps, tunnels, nat
 
 
 @dataclass(frozen=True)
@@ -89,13 +99,9 @@ def plan_changes(best: Mapping[IPv4Network, Sequence[Path]], changed: Iterable[I
                  tunnel_address: IPv4Address | None = None) -> DataplaneChanges:
     """`plan_dataplane` for just the `changed` prefixes of `best` (all the best paths), against the routes
     `installed` by destination: one pass over the changed prefixes, for a burst of BGP updates."""
-    own = list(own)
-    policies = [EncapPolicy(p.encapsulation, p.mode, (p.cidr,)) for p in pools]
-    vteps = {}
-    if any(p.encapsulation == "vxlan" for p in policies):
-        vteps = vteps_from_paths({dst: best[dst] for dst in changed if dst in best}, node_address.ip)
-    tunnels = plan_tunnels(policies, node_address.ip, own, underlay_mtu, vteps, address=tunnel_address)
-    nat = plan_nat((p.cidr, p.nat_outgoing) for p in pools)
+    own, changed = list(own), list(changed)
+    policies, vteps, tunnels, nat = _encapsulation(lambda: {dst: best[dst] for dst in changed if dst in best},
+                                                   own, node_address, pools, underlay_mtu, tunnel_address)
     planner = RoutePlanner(own, node_address, policies, vteps=vteps)
     routes, removed = [], []
     for dst in changed:
